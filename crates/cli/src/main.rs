@@ -1,0 +1,162 @@
+//! `lucia <role>` runs one role; `lucia all` runs every implemented role in
+//! one process on one port.
+
+mod config;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use lucia_common::Shutdown;
+use lucia_common::server::{self, ProcessConfig, Readiness, RoleContext};
+use lucia_common::telemetry::{self, LogFormat};
+
+use crate::config::FileConfig;
+
+#[derive(Parser)]
+#[command(
+    name = "lucia",
+    version,
+    about = "Lucia: logs, metrics, rules and alerts in one Rust workspace"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every implemented role in one process on one port (the embedded default)
+    All(RoleArgs),
+    /// Accept log pushes, validate and limit them, and replicate them to ingesters
+    Distributor(RoleArgs),
+    /// Keep recent logs in a WAL and memory, and flush chunks to the object store
+    Ingester(RoleArgs),
+    /// Serve the Loki read API (not implemented yet: /ready and /metrics only)
+    Querier(RoleArgs),
+    /// Scrape and store metrics, serve PromQL (not implemented yet: /ready and /metrics only)
+    Tsdb(RoleArgs),
+    /// Evaluate recording and alerting rules (not implemented yet: /ready and /metrics only)
+    Ruler(RoleArgs),
+    /// Route alerts to receivers (not implemented yet: /ready and /metrics only)
+    AlertRouter(RoleArgs),
+    /// The front door for Grafana (not implemented yet: /ready and /metrics only)
+    Gateway(RoleArgs),
+    /// Ship log files to Lucia (not implemented yet: /ready and /metrics only)
+    Agent(RoleArgs),
+}
+
+#[derive(Args, Clone)]
+struct RoleArgs {
+    /// YAML configuration file
+    #[arg(long = "config.file", value_name = "FILE")]
+    config_file: Option<PathBuf>,
+    /// Replace ${VAR} and ${VAR:-default} in the config file with environment variables
+    #[arg(long = "config.expand-env")]
+    config_expand_env: bool,
+    /// Address of the HTTP and gRPC listener [default: 0.0.0.0:3100, or the config file's server.http_listen_address]
+    #[arg(long = "http.listen-address", value_name = "ADDR")]
+    listen_address: Option<SocketAddr>,
+    /// Directory for the WAL, tokens and the local object store [default: ./data]
+    #[arg(long = "data.dir", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Log level: error, warn, info, debug or trace
+    #[arg(long = "log.level", default_value = "info", value_name = "LEVEL")]
+    log_level: String,
+    /// Log format: text or json
+    #[arg(long = "log.format", default_value = "text", value_name = "FORMAT")]
+    log_format: LogFormat,
+    /// Require X-Scope-OrgID on every request (Loki's auth_enabled)
+    #[arg(long = "auth.enabled")]
+    auth_enabled: Option<bool>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let (role, args) = match &cli.command {
+        Command::All(a) => ("all", a),
+        Command::Distributor(a) => ("distributor", a),
+        Command::Ingester(a) => ("ingester", a),
+        Command::Querier(a) => ("querier", a),
+        Command::Tsdb(a) => ("tsdb", a),
+        Command::Ruler(a) => ("ruler", a),
+        Command::AlertRouter(a) => ("alert-router", a),
+        Command::Gateway(a) => ("gateway", a),
+        Command::Agent(a) => ("agent", a),
+    };
+    telemetry::init(&args.log_level, args.log_format).map_err(anyhow::Error::msg)?;
+    let file = match &args.config_file {
+        Some(path) => FileConfig::load(path, args.config_expand_env)?,
+        None => FileConfig::default(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(run(role, args.clone(), file))
+}
+
+async fn run(role: &str, args: RoleArgs, file: FileConfig) -> anyhow::Result<()> {
+    let process = ProcessConfig {
+        listen_address: args
+            .listen_address
+            .or(file.server.http_listen_address)
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 3100))),
+        data_dir: args
+            .data_dir
+            .or_else(|| file.data_dir.clone())
+            .unwrap_or_else(|| PathBuf::from("./data")),
+        multi_tenant: args.auth_enabled.unwrap_or(file.auth_enabled),
+        consul: file.consul.clone(),
+    };
+    std::fs::create_dir_all(&process.data_dir)
+        .with_context(|| format!("cannot create data dir {}", process.data_dir.display()))?;
+    let shutdown = Shutdown::new();
+    server::cancel_on_signals(shutdown.clone());
+    tracing::info!(role, version = env!("CARGO_PKG_VERSION"), "starting lucia");
+    match role {
+        "all" => run_all(process, file, shutdown).await,
+        "distributor" => {
+            Ok(lucia_ingester::distributor::run(file.distributor(), process, shutdown).await?)
+        }
+        "ingester" => Ok(lucia_ingester::ingester::run(file.ingester(), process, shutdown).await?),
+        "querier" => Ok(lucia_querier::run(file.querier, process, shutdown).await?),
+        "tsdb" => Ok(lucia_tsdb::run(file.tsdb, process, shutdown).await?),
+        "ruler" => Ok(lucia_ruler::run(file.ruler, process, shutdown).await?),
+        "alert-router" => Ok(lucia_alert_router::run(file.alert_router, process, shutdown).await?),
+        "gateway" => Ok(lucia_gateway::run(file.gateway, process, shutdown).await?),
+        "agent" => Ok(lucia_agent::run(file.agent, process, shutdown).await?),
+        other => anyhow::bail!("unknown role {other}"),
+    }
+}
+
+/// Every implemented role in one process, on one listener, with the
+/// in-process ring and replication factor 1.
+async fn run_all(
+    process: ProcessConfig,
+    file: FileConfig,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let (listener, advertise_addr) = server::bind(process.listen_address)
+        .await
+        .with_context(|| format!("cannot listen on {}", process.listen_address))?;
+    let ctx = RoleContext {
+        advertise_addr,
+        metrics: lucia_common::metrics::Metrics::new(),
+        readiness: Readiness::default(),
+        shutdown,
+        data_dir: process.data_dir,
+        multi_tenant: process.multi_tenant,
+        consul: process.consul,
+    };
+    // The ingester starts first so that it is in the ring when the
+    // distributor takes its first push.
+    let roles = vec![
+        lucia_ingester::ingester::start(file.ingester(), ctx.clone()).await?,
+        lucia_ingester::distributor::start(file.distributor(), ctx.clone()).await?,
+    ];
+    tracing::info!(addr = %advertise_addr, "lucia all listening");
+    server::serve_roles(listener, &ctx, roles).await?;
+    Ok(())
+}

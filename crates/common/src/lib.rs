@@ -1,0 +1,15 @@
+//! Shared building blocks of every Lucia role.
+
+pub mod config;
+pub mod consul;
+pub mod duration;
+pub mod labels;
+pub mod matchers;
+pub mod metrics;
+pub mod ring;
+pub mod server;
+pub mod telemetry;
+pub mod tenant;
+pub mod time;
+
+pub use tokio_util::sync::CancellationToken as Shutdown;

@@ -1,0 +1,16 @@
+//! The logs write path.
+//!
+//! - [`distributor`]: `POST /loki/api/v1/push`, validation, per-tenant limits,
+//!   sharding over the ingester ring and replication with a write quorum.
+//! - [`ingester`]: write-ahead log, per-stream head blocks and compressed
+//!   chunks, flushing to the object store, and a gRPC read API.
+
+pub mod distributor;
+pub mod ingester;
+pub mod limits;
+
+mod chunk;
+mod push;
+mod store;
+mod stream;
+mod wal;

@@ -1,0 +1,1 @@
+//! LogQL lexer, parser, AST and log pipeline stages. Not implemented yet.

@@ -1,0 +1,1 @@
+//! Test support: the fake Consul and the in-process cluster harness.

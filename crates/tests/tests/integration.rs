@@ -1,0 +1,1 @@
+//! Cross-role integration tests: one test binary for the workspace.

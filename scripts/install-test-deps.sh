@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Installs what the tests need on a fresh machine: cargo-nextest and the
+# Python client libraries the real-client tests use.
+set -euo pipefail
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+    cargo install --locked cargo-nextest
+fi
+
+python3 -m pip install --quiet --disable-pip-version-check \
+    pytest==8.3.5 python-logging-loki==0.3.1 requests python-snappy protobuf
