@@ -1,0 +1,1 @@
+//! Distributor tests over HTTP.

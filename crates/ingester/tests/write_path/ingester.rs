@@ -1,0 +1,1 @@
+//! Ingester tests over gRPC.

@@ -1,1 +1,0 @@
-//! Cross-role integration tests: one test binary for the workspace.

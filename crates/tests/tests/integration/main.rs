@@ -1,0 +1,2 @@
+//! Cross-role integration tests: the workspace's one cross-role test binary.
+//! Each module is one area.
