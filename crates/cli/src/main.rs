@@ -1,6 +1,7 @@
 //! `lucia <role>` runs one role; `lucia all` runs every implemented role in
 //! one process on one port.
 
+mod bench;
 mod config;
 
 use std::net::SocketAddr;
@@ -45,6 +46,15 @@ enum Command {
     Gateway(RoleArgs),
     /// Ship log files to Lucia (not implemented yet: /ready and /metrics only)
     Agent(RoleArgs),
+    /// Load generators for benchmarks
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Push log lines from a file as fast as the server takes them
+    Push(bench::PushBenchArgs),
 }
 
 #[derive(Args, Clone)]
@@ -74,6 +84,13 @@ struct RoleArgs {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Bench(BenchCommand::Push(args)) = cli.command {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        return runtime.block_on(bench::push(args));
+    }
     let (role, args) = match &cli.command {
         Command::All(a) => ("all", a),
         Command::Distributor(a) => ("distributor", a),
@@ -84,8 +101,8 @@ fn main() -> anyhow::Result<()> {
         Command::AlertRouter(a) => ("alert-router", a),
         Command::Gateway(a) => ("gateway", a),
         Command::Agent(a) => ("agent", a),
+        Command::Bench(_) => unreachable!("handled above"),
     };
-    telemetry::init(&args.log_level, args.log_format).map_err(anyhow::Error::msg)?;
     let file = match &args.config_file {
         Some(path) => FileConfig::load(path, args.config_expand_env)?,
         None => FileConfig::default(),
@@ -94,7 +111,12 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(run(role, args.clone(), file))
+    runtime.block_on(async {
+        let _telemetry =
+            telemetry::init(&format!("lucia-{role}"), &args.log_level, args.log_format)
+                .map_err(anyhow::Error::msg)?;
+        run(role, args.clone(), file).await
+    })
 }
 
 async fn run(role: &str, args: RoleArgs, file: FileConfig) -> anyhow::Result<()> {

@@ -1,0 +1,6 @@
+//! Tests that run the `lucia` binary as a real process: crash safety under
+//! SIGKILL. One test binary for the cli crate.
+
+mod crash;
+mod harness;
+mod shutdown;
