@@ -20,18 +20,23 @@ def free_port():
 
 
 class Lucia:
-    def __init__(self, binary, data_dir, port):
+    def __init__(self, binary, data_dir, port, config=None):
         self.binary = binary
         self.data_dir = data_dir
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.proc = None
+        self.config = config
 
     def start(self):
-        self.proc = subprocess.Popen(
-            [self.binary, "all", "--http.listen-address", f"127.0.0.1:{self.port}",
-             "--data.dir", self.data_dir, "--log.level", "warn"],
-        )
+        args = [self.binary, "all", "--http.listen-address", f"127.0.0.1:{self.port}",
+                "--data.dir", self.data_dir, "--log.level", "warn"]
+        if self.config is not None:
+            path = os.path.join(self.data_dir, "lucia.yaml")
+            with open(path, "w") as f:
+                f.write(self.config)
+            args += ["--config.file", path]
+        self.proc = subprocess.Popen(args)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -45,9 +50,10 @@ class Lucia:
         raise RuntimeError("lucia did not become ready within 60s")
 
     def stop(self):
+        """SIGTERM, and wait for a clean exit (the ingester flushes first)."""
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
-            self.proc.wait(timeout=60)
+            assert self.proc.wait(timeout=120) == 0
 
     def metric(self, name, **labels):
         """Sum of the samples of `name` whose labels include `labels`."""

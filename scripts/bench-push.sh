@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# End-to-end push benchmark of `lucia all` (release build, WAL on, fsync
+# policy `always`): throughput in MB/s of raw log lines from a separate
+# load-generating process, resident memory, and bytes stored against raw
+# bytes once everything is flushed. Results go into BENCHMARKS.md by hand.
+#
+#   scripts/bench-push.sh [SIZE_MB] [STREAMS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/lucia-target}"
+SIZE_MB="${1:-300}"
+STREAMS="${2:-1000}"
+GENLOGS="$(cd .. && pwd)/shared/tools/genlogs.py"
+
+cargo build --release --bin lucia
+BIN="$CARGO_TARGET_DIR/release/lucia"
+WORK="$(mktemp -d)"
+trap 'kill "$PID" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+python3 "$GENLOGS" --size-mb "$SIZE_MB" --format mixed -o "$WORK/logs.txt"
+RAW_BYTES=$(wc -c <"$WORK/logs.txt")
+cat >"$WORK/lucia.yaml" <<YAML
+limits_config:
+  ingestion_rate_mb: 100000
+  ingestion_burst_size_mb: 100000
+  max_global_streams_per_user: 1000000
+  max_line_size: 0
+YAML
+PORT=3190
+"$BIN" all --config.file "$WORK/lucia.yaml" --data.dir "$WORK/data" \
+    --http.listen-address "127.0.0.1:$PORT" --log.level warn &
+PID=$!
+until curl -sf "http://127.0.0.1:$PORT/ready" >/dev/null; do sleep 0.2; done
+
+"$BIN" bench push --url "http://127.0.0.1:$PORT/loki/api/v1/push" \
+    --input "$WORK/logs.txt" --streams "$STREAMS" --concurrency 8
+RSS_KB=$(awk '/VmRSS/ {print $2}' "/proc/$PID/status")
+HWM_KB=$(awk '/VmHWM/ {print $2}' "/proc/$PID/status")
+echo "resident memory after the push: $((RSS_KB / 1024)) MiB (peak $((HWM_KB / 1024)) MiB) with $STREAMS streams"
+
+kill -TERM "$PID"
+wait "$PID"
+STORED=$(du -sb "$WORK/data/chunks" | cut -f1)
+echo "raw bytes: $RAW_BYTES, stored chunk+index bytes: $STORED, ratio: $(python3 -c "print(round($RAW_BYTES/$STORED, 2))")x"
