@@ -41,6 +41,11 @@ impl Lucia {
             .stdout(Stdio::null())
             .spawn()
             .expect("spawn lucia");
+        Self::adopt(child, port).await
+    }
+
+    /// Wraps a started process listening on `port` and waits until ready.
+    pub async fn adopt(child: Child, port: u16) -> Lucia {
         let lucia = Lucia {
             child,
             addr: format!("127.0.0.1:{port}"),
