@@ -259,7 +259,7 @@ where
 /// Formats a duration as Go parses one (`10s`, `250ms`).
 pub fn go_duration(duration: Duration) -> String {
     let ms = duration.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
