@@ -5,6 +5,12 @@
 //! walking clockwise from the stream's token (a hash of tenant and sorted
 //! labels). Membership comes from Consul (see [`crate::consul`]) or, for
 //! `lucia all` and tests, from a process-global in-memory registry.
+//!
+//! In Consul, each instance keeps its [`InstanceDesc`] as JSON at
+//! `<kvstore.prefix><ring>/<id>`, and the process is registered as service
+//! `lucia-<ring>` with a `/ready` check (see [`crate::server`]). Watchers
+//! join the two by address: a failing check makes an instance UNHEALTHY, and
+//! an instance whose service is gone (deregistered or reaped) leaves the ring.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
