@@ -18,7 +18,10 @@ use axum::routing::get;
 use parking_lot::Mutex;
 use tokio::net::TcpListener;
 
+use std::time::Duration;
+
 use crate::Shutdown;
+use crate::consul::{ConsulClient, ConsulConfig, HttpCheck, ServiceRegistration};
 use crate::metrics::Metrics;
 
 /// What every role is started with.
@@ -38,7 +41,7 @@ pub struct RoleContext {
     /// Whether requests must carry `X-Scope-OrgID` (Loki's `auth_enabled`).
     pub multi_tenant: bool,
     /// Consul, when the process is configured to use it.
-    pub consul: Option<crate::consul::ConsulConfig>,
+    pub consul: Option<ConsulConfig>,
 }
 
 type StopFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -152,16 +155,124 @@ pub async fn serve_roles(
         stops.push((role.name, role.stopped));
     }
     let router = router.fallback(not_found);
+    let names: Vec<&'static str> = stops.iter().map(|(name, _)| *name).collect();
+    let registration = ctx
+        .consul
+        .as_ref()
+        .and_then(|consul| ConsulRegistration::start(consul, &names, ctx.advertise_addr));
     let shutdown = ctx.shutdown.clone();
     let served = axum::serve(listener, router)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await;
+    if let Some(registration) = registration {
+        registration.deregister().await;
+    }
     for (name, stopped) in stops {
         tracing::info!(role = name, "stopping");
         stopped.await;
         tracing::info!(role = name, "stopped");
     }
     served
+}
+
+/// The Consul registration of every role `names` of a process, as
+/// `lucia-<role>` with an HTTP check of `/ready`.
+pub fn service_registrations(
+    consul: &ConsulConfig,
+    names: &[&str],
+    advertise_addr: SocketAddr,
+) -> Vec<ServiceRegistration> {
+    let host = advertise_addr.ip().to_string();
+    let port = advertise_addr.port();
+    names
+        .iter()
+        .map(|role| {
+            let role = role.replace('_', "-");
+            ServiceRegistration {
+                id: format!("lucia-{role}-{host}-{port}"),
+                name: format!("lucia-{role}"),
+                tags: vec!["metrics".to_string(), role.clone()],
+                address: host.clone(),
+                port,
+                meta: [("version".to_string(), env!("CARGO_PKG_VERSION").to_string())]
+                    .into_iter()
+                    .collect(),
+                check: Some(HttpCheck::new(
+                    format!("http://{advertise_addr}/ready"),
+                    consul,
+                )),
+            }
+        })
+        .collect()
+}
+
+/// Registers the process's services in the background, retrying until
+/// Consul accepts them, so that an unreachable Consul never blocks serving.
+struct ConsulRegistration {
+    client: ConsulClient,
+    ids: Vec<String>,
+    stop: Shutdown,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ConsulRegistration {
+    fn start(consul: &ConsulConfig, names: &[&str], advertise_addr: SocketAddr) -> Option<Self> {
+        let client = match ConsulClient::new(consul) {
+            Ok(client) => client,
+            Err(err) => {
+                tracing::error!(%err, "not registering in consul");
+                return None;
+            }
+        };
+        let registrations = service_registrations(consul, names, advertise_addr);
+        let ids = registrations.iter().map(|r| r.id.clone()).collect();
+        let stop = Shutdown::new();
+        let task_client = client.clone();
+        let task_stop = stop.clone();
+        let task = tokio::spawn(async move {
+            for registration in registrations {
+                let mut delay = Duration::from_millis(200);
+                loop {
+                    match task_client.register_service(&registration).await {
+                        Ok(()) => {
+                            tracing::info!(id = %registration.id, "registered in consul");
+                            break;
+                        }
+                        Err(err) => tracing::warn!(
+                            id = %registration.id, %err, retry_in = ?delay,
+                            "consul registration failed, retrying"
+                        ),
+                    }
+                    tokio::select! {
+                        _ = task_stop.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+            }
+        });
+        Some(Self {
+            client,
+            ids,
+            stop,
+            task,
+        })
+    }
+
+    /// Stops registering and removes every service; failures are logged
+    /// (Consul then reaps the service once its check stays critical).
+    async fn deregister(self) {
+        self.stop.cancel();
+        if let Err(err) = self.task.await {
+            tracing::warn!(%err, "consul registration task failed");
+        }
+        for id in &self.ids {
+            match self.client.deregister_service(id).await {
+                Ok(()) => tracing::info!(%id, "deregistered from consul"),
+                Err(err) => tracing::warn!(%id, %err, "consul deregistration failed"),
+            }
+        }
+    }
 }
 
 async fn not_found(uri: axum::http::Uri) -> impl IntoResponse {
@@ -238,4 +349,24 @@ pub struct ProcessConfig {
     pub data_dir: std::path::PathBuf,
     pub multi_tenant: bool,
     pub consul: Option<crate::consul::ConsulConfig>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registrations_name_roles_and_check_ready() {
+        let consul = ConsulConfig::new("consul:8500");
+        let addr: SocketAddr = "10.0.0.7:3100".parse().unwrap();
+        let regs = service_registrations(&consul, &["ingester", "alert_router"], addr);
+        assert_eq!(regs.len(), 2);
+        assert_eq!(regs[1].name, "lucia-alert-router");
+        assert_eq!(regs[1].id, "lucia-alert-router-10.0.0.7-3100");
+        assert_eq!(regs[1].tags, vec!["metrics", "alert-router"]);
+        assert_eq!((regs[0].address.as_str(), regs[0].port), ("10.0.0.7", 3100));
+        let check = regs[0].check.as_ref().unwrap();
+        assert_eq!(check.http, "http://10.0.0.7:3100/ready");
+        assert_eq!(check.interval, "10s");
+    }
 }

@@ -1,2 +1,4 @@
 //! Cross-role integration tests: the workspace's one cross-role test binary.
 //! Each module is one area.
+
+mod consul;
