@@ -91,7 +91,8 @@ pub enum PushError {
 impl IntoResponse for PushError {
     fn into_response(self) -> Response {
         let status = match &self {
-            PushError::Tenant(_) => StatusCode::UNAUTHORIZED,
+            PushError::Tenant(TenantError::Missing) => StatusCode::UNAUTHORIZED,
+            PushError::Tenant(TenantError::Invalid(_)) => StatusCode::BAD_REQUEST,
             PushError::Decode(DecodeError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
             PushError::Decode(DecodeError::UnsupportedEncoding(_)) => {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
@@ -215,7 +216,6 @@ pub async fn start(config: Config, ctx: RoleContext) -> Result<Role, Error> {
         .route("/loki/api/v1/push", post(push_handler))
         .route("/api/prom/push", post(push_handler))
         .route("/ring", get(ring_handler))
-        .route("/distributor/ring", get(ring_handler))
         .with_state(distributor);
     ready.set(true);
     Ok(Role::new("distributor", router, async {}))
