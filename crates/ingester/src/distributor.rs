@@ -226,6 +226,9 @@ pub async fn run(config: Config, process: ProcessConfig, shutdown: Shutdown) -> 
     lucia_common::server::run_role(process, shutdown, |ctx| start(config, ctx)).await
 }
 
+/// Bodies larger than this are decoded on the blocking thread pool.
+const OFFLOAD_DECODE_BYTES: usize = 256 * 1024;
+
 async fn push_handler(
     State(distributor): State<Arc<Distributor>>,
     headers: HeaderMap,
@@ -235,10 +238,22 @@ async fn push_handler(
     let limit = distributor.config.max_recv_msg_size;
     let header_str = |name| headers.get(name).and_then(|v| v.to_str().ok());
     let body = read_body(body, header_str(header::CONTENT_LENGTH), limit).await?;
-    let body = push::decode_content_encoding(body, header_str(header::CONTENT_ENCODING), limit)?;
+    let encoding = header_str(header::CONTENT_ENCODING).map(str::to_string);
     let format = Format::from_content_type(header_str(header::CONTENT_TYPE));
-    let streams = push::decode_body(&body, format, limit)?;
-    drop(body);
+    let large = body.len() > OFFLOAD_DECODE_BYTES;
+    let decode = move || {
+        let body = push::decode_content_encoding(body, encoding.as_deref(), limit)?;
+        push::decode_body(&body, format, limit)
+    };
+    // Decoding a large body takes long enough to stall other requests on
+    // this worker thread: do it on the blocking pool.
+    let streams = if large {
+        tokio::task::spawn_blocking(decode)
+            .await
+            .map_err(|err| DecodeError::Read(format!("decoding task failed: {err}")))??
+    } else {
+        decode()?
+    };
     distributor.ingest(&tenant, streams).await?;
     Ok(StatusCode::NO_CONTENT)
 }

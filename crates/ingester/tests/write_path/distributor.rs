@@ -629,3 +629,29 @@ async fn unreachable_ingester_counts_as_a_failure() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn large_push_is_fully_delivered() {
+    let cluster = start(&[None, None, None], 3, |_| {}).await;
+    let ts = now_nanos();
+    // Over the size at which decoding moves to the blocking pool.
+    let values: Vec<_> = (0..4000)
+        .map(|i| serde_json::json!([(ts + i).to_string(), format!("line {i} {}", "x".repeat(90))]))
+        .collect();
+    let (status, body) = cluster
+        .push_json(&serde_json::json!({"streams":[{"stream":{"app":"big"},"values":values}]}))
+        .await;
+    assert_eq!((status, body.as_str()), (204, ""));
+    // At least a quorum (2 of 3) holds every line; a third may still be in flight.
+    let complete = (0..3)
+        .filter(|&i| {
+            cluster
+                .received(i)
+                .iter()
+                .map(|(_, s)| s.entries.len())
+                .sum::<usize>()
+                == 4000
+        })
+        .count();
+    assert!(complete >= 2, "only {complete} replicas hold every line");
+}
