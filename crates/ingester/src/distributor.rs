@@ -270,7 +270,9 @@ async fn read_body(
         return Err(too_large);
     }
     let mut stream = body.into_data_stream();
-    let mut buf = BytesMut::with_capacity(declared.unwrap_or(0));
+    // Trust the declared length only so far: a client could claim the
+    // limit and send nothing.
+    let mut buf = BytesMut::with_capacity(declared.unwrap_or(0).min(1 << 20));
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|err| DecodeError::Read(err.to_string()))?;
         if buf.len() + chunk.len() > limit {
