@@ -10,7 +10,11 @@ pub mod ingester;
 pub mod limits;
 
 mod chunk;
+mod detection;
+mod fanout;
 mod push;
+mod rate_limit;
 mod store;
 mod stream;
+mod validation;
 mod wal;
