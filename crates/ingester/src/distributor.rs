@@ -11,7 +11,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use lucia_common::Shutdown;
@@ -215,8 +215,8 @@ pub async fn start(config: Config, ctx: RoleContext) -> Result<Role, Error> {
     let router = Router::new()
         .route("/loki/api/v1/push", post(push_handler))
         .route("/api/prom/push", post(push_handler))
-        .route("/ring", get(ring_handler))
-        .with_state(distributor);
+        .with_state(distributor.clone())
+        .merge(lucia_common::ring::ring_routes(distributor.ring.clone()));
     ready.set(true);
     Ok(Role::new("distributor", router, async {}))
 }
@@ -358,21 +358,3 @@ fn invalid_or_ok(validated: &Validated) -> Result<(), PushError> {
     }
 }
 
-/// `GET /ring`: the ingester ring's members, their state and token count.
-async fn ring_handler(State(distributor): State<Arc<Distributor>>) -> Response {
-    let snapshot = distributor.ring.snapshot();
-    let members: Vec<serde_json::Value> = snapshot
-        .instances()
-        .iter()
-        .map(|instance| {
-            serde_json::json!({
-                "id": instance.id,
-                "addr": instance.addr,
-                "state": instance.state,
-                "tokens": instance.tokens.len(),
-                "heartbeat": instance.heartbeat,
-            })
-        })
-        .collect();
-    axum::Json(members).into_response()
-}

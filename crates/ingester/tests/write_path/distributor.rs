@@ -607,7 +607,7 @@ async fn unreachable_ingester_counts_as_a_failure() {
         .json()
         .await
         .unwrap();
-    let members = ring.as_array().unwrap();
+    let members = ring["members"].as_array().unwrap();
     assert_eq!(members.len(), 3);
     assert_eq!(members[0]["id"], "dead");
     assert_eq!(members[0]["state"], "ACTIVE");
