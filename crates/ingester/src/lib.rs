@@ -9,8 +9,8 @@ pub mod distributor;
 pub mod ingester;
 pub mod limits;
 
-mod chunk;
+pub mod chunk;
 mod push;
-mod store;
+pub mod store;
 mod stream;
 mod wal;
