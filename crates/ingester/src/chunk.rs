@@ -1,10 +1,12 @@
 //! Entries, compressed blocks and the chunk object format.
 //!
 //! A block is a run of entries laid out in columns before compression:
-//! delta-encoded timestamps, line lengths, structured metadata, then the lines
-//! back to back. Keeping the timestamps and lengths apart from the text lets
-//! the compressor see the lines as one uninterrupted text, and the deltas
-//! shrink 8-byte timestamps to a byte or two.
+//! entry count, delta-encoded timestamps, a layout byte, line lengths (only
+//! when some line contains a newline), structured metadata, then the lines,
+//! each ended by `\n`. Keeping timestamps apart from the text lets the
+//! compressor see the lines as one text, as in a log file, and the deltas
+//! shrink 8-byte timestamps to a byte or two. Newline-ended lines compress
+//! ~5% better than a column of lengths, which is the fallback.
 //!
 //! Chunk object (what is PUT to the store), all integers varints unless noted:
 //! `"LCK1"`, version u8, then tenant, labels (length-prefixed), from, through
@@ -17,9 +19,13 @@ use prost::encoding::{decode_varint, encode_varint};
 
 use crate::ingester::ChunkEncoding;
 
-/// zstd level of blocks: level 6 on 256 KiB blocks is ~1.2x smaller than
-/// level 3 on mixed logs at a compression speed the push path can afford.
-const ZSTD_LEVEL: i32 = 6;
+/// zstd level of blocks. On genlogs' mixed logs in 256 KiB blocks: level 3
+/// gives 4.7x, 9 gives 5.4x at ~70 MB/s per core (affordable on the push
+/// path), 12 gives 5.6x at half that speed.
+const ZSTD_LEVEL: i32 = 9;
+/// Layout byte: lines ended by `\n` / lines with a column of lengths.
+const LINES_NEWLINE: u8 = 0;
+const LINES_LENGTHS: u8 = 1;
 const MAGIC: &[u8; 4] = b"LCK1";
 const VERSION: u8 = 1;
 
@@ -132,8 +138,14 @@ impl Block {
             encode_varint(zigzag(e.ts.wrapping_sub(prev)), &mut raw);
             prev = e.ts;
         }
-        for e in &entries {
-            encode_varint(e.line.len() as u64, &mut raw);
+        let with_lengths = entries.iter().any(|e| e.line.contains('\n'));
+        if with_lengths {
+            raw.push(LINES_LENGTHS);
+            for e in &entries {
+                encode_varint(e.line.len() as u64, &mut raw);
+            }
+        } else {
+            raw.push(LINES_NEWLINE);
         }
         for e in &entries {
             encode_varint(e.metadata.len() as u64, &mut raw);
@@ -144,6 +156,9 @@ impl Block {
         }
         for e in &entries {
             raw.extend_from_slice(e.line.as_bytes());
+            if !with_lengths {
+                raw.push(b'\n');
+            }
         }
         let data = compress(&raw, encoding)?;
         Ok(Self {
@@ -170,9 +185,17 @@ impl Block {
             prev = prev.wrapping_add(unzigzag(get_varint(&mut buf)?));
             ts.push(prev);
         }
+        let Some((&layout, rest)) = buf.split_first() else {
+            return Err(ChunkError::Malformed("missing line layout"));
+        };
+        buf = rest;
         let mut lens = Vec::with_capacity(n);
-        for _ in 0..n {
-            lens.push(get_varint(&mut buf)? as usize);
+        if layout == LINES_LENGTHS {
+            for _ in 0..n {
+                lens.push(get_varint(&mut buf)? as usize);
+            }
+        } else if layout != LINES_NEWLINE {
+            return Err(ChunkError::Malformed("unknown line layout"));
         }
         let mut metadata = Vec::with_capacity(n);
         for _ in 0..n {
@@ -184,11 +207,16 @@ impl Block {
             metadata.push(md);
         }
         let mut out = Vec::with_capacity(n);
-        for ((ts, len), metadata) in ts.into_iter().zip(lens).zip(metadata) {
-            if buf.len() < len {
-                return Err(ChunkError::Malformed("line beyond end of block"));
-            }
-            let (line, rest) = buf.split_at(len);
+        for (i, (ts, metadata)) in ts.into_iter().zip(metadata).enumerate() {
+            let (line, rest) = match lens.get(i) {
+                Some(&len) if len <= buf.len() => buf.split_at(len),
+                Some(_) => return Err(ChunkError::Malformed("line beyond end of block")),
+                None => {
+                    let end = memchr::memchr(b'\n', buf)
+                        .ok_or(ChunkError::Malformed("line without its newline"))?;
+                    (&buf[..end], &buf[end + 1..])
+                }
+            };
             buf = rest;
             let line = String::from_utf8(line.to_vec())
                 .map_err(|_| ChunkError::Malformed("invalid utf-8 in line"))?;
@@ -362,6 +390,11 @@ mod tests {
             ChunkEncoding::Zstd,
         ] {
             let input = entries(500);
+            let mut multiline = entries(20);
+            multiline[3].line = "panic:\n  at main.rs:1\n".into();
+            let block = Block::encode(multiline.clone(), encoding).unwrap();
+            multiline.sort_by_key(|e| e.ts);
+            assert_eq!(block.decode().unwrap(), multiline, "{encoding:?} multi-line");
             let block = Block::encode(input.clone(), encoding).unwrap();
             let mut expected = input;
             expected.sort_by_key(|e| e.ts);
@@ -408,7 +441,8 @@ mod tests {
         ));
     }
 
-    /// Compression ratio on a genlogs.py file: set LUCIA_GENLOGS to its path.
+    /// Compression ratio on a genlogs.py file, counting whole chunk objects
+    /// (256 KiB blocks, 1.5 MiB chunks): set LUCIA_GENLOGS to its path.
     #[test]
     #[ignore]
     fn compression_ratio() {
@@ -416,11 +450,23 @@ mod tests {
             return;
         };
         let text = std::fs::read_to_string(path).unwrap();
-        let mut raw = 0usize;
-        let mut compressed = 0usize;
-        let mut head = Vec::new();
-        let mut size = 0;
-        for (i, line) in text.lines().enumerate() {
+        let (mut raw, mut stored, mut size) = (0usize, 0usize, 0usize);
+        let (mut head, mut blocks) = (Vec::new(), Vec::new());
+        let object = |blocks: Vec<Block>| {
+            ChunkData {
+                tenant: "fake".into(),
+                labels: r#"{app="genlogs"}"#.into(),
+                from: 0,
+                through: 0,
+                blocks,
+            }
+            .encode()
+            .0
+            .len()
+        };
+        let started = std::time::Instant::now();
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
             raw += line.len();
             size += line.len();
             head.push(Entry {
@@ -428,18 +474,19 @@ mod tests {
                 line: line.to_string(),
                 metadata: vec![],
             });
-            if size >= 256 * 1024 {
-                compressed += Block::encode(std::mem::take(&mut head), ChunkEncoding::Zstd)
-                    .unwrap()
-                    .data
-                    .len();
+            if size >= 256 * 1024 || i + 1 == lines.len() {
+                blocks.push(Block::encode(std::mem::take(&mut head), ChunkEncoding::Zstd).unwrap());
                 size = 0;
+                let compressed: usize = blocks.iter().map(|b| b.data.len()).sum();
+                if compressed >= 1536 * 1024 || i + 1 == lines.len() {
+                    stored += object(std::mem::take(&mut blocks));
+                }
             }
         }
-        compressed += Block::encode(head, ChunkEncoding::Zstd).unwrap().data.len();
         println!(
-            "raw {raw} compressed {compressed} ratio {:.2}",
-            raw as f64 / compressed as f64
+            "raw {raw} stored {stored} ratio {:.2} in {:?}",
+            raw as f64 / stored as f64,
+            started.elapsed()
         );
     }
 }
