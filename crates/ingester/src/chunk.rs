@@ -394,7 +394,11 @@ mod tests {
             multiline[3].line = "panic:\n  at main.rs:1\n".into();
             let block = Block::encode(multiline.clone(), encoding).unwrap();
             multiline.sort_by_key(|e| e.ts);
-            assert_eq!(block.decode().unwrap(), multiline, "{encoding:?} multi-line");
+            assert_eq!(
+                block.decode().unwrap(),
+                multiline,
+                "{encoding:?} multi-line"
+            );
             let block = Block::encode(input.clone(), encoding).unwrap();
             let mut expected = input;
             expected.sort_by_key(|e| e.ts);

@@ -242,7 +242,19 @@ impl ChunkStore {
     ) -> Result<Vec<IndexEntry>, StoreError> {
         let mut out: Vec<IndexEntry> = Vec::new();
         let mut seen = std::collections::HashSet::new();
-        for d in day(from)..=day(through) {
+        // Only the days that exist are read: a wide range costs nothing.
+        let days = self
+            .store
+            .list_with_delimiter(Some(&object_path(&format!("{tenant}/index"))))
+            .await?;
+        let mut wanted: Vec<i64> = days
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename()?.parse::<i64>().ok())
+            .filter(|d| (day(from)..=day(through)).contains(d))
+            .collect();
+        wanted.sort_unstable();
+        for d in wanted {
             let prefix = object_path(&format!("{tenant}/index/{d}"));
             let metas: Vec<_> = self.store.list(Some(&prefix)).try_collect().await?;
             for meta in metas {
@@ -319,7 +331,7 @@ mod tests {
         };
         let entry = store.put_chunk(&chunk).await.unwrap();
         store
-            .put_index("team-a", "ing-1", &[entry.clone()])
+            .put_index("team-a", "ing-1", std::slice::from_ref(&entry))
             .await
             .unwrap();
         assert!(dir.path().join("chunks").join(&entry.key).exists());
