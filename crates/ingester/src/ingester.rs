@@ -345,43 +345,45 @@ impl Ingester {
         keep_copies: bool,
         limit: Option<usize>,
     ) -> Result<Result<Appended, StreamLimitHit>, ApiError> {
-        let mut entries = Some(entries);
-        for _ in 0..2 {
-            {
-                let map = tenant.streams.read();
-                if let Some(stream) = map.get(labels) {
-                    let entries = entries.take().unwrap_or_default();
-                    let appended = stream.lock().append(
-                        entries,
-                        &self.params,
-                        now,
-                        check_window,
-                        keep_copies,
-                        &mut || self.next_id(),
-                    )?;
-                    return Ok(Ok(appended));
-                }
-            }
-            let parsed = Labels::parse(labels).map_err(|source| ApiError::Labels {
-                labels: labels.to_string(),
-                source,
-            })?;
-            let mut map = tenant.streams.write();
-            if !map.contains_key(labels) {
-                if let Some(limit) = limit
-                    && map.len() >= limit
-                {
-                    return Ok(Err(StreamLimitHit { streams: map.len() }));
-                }
-                let key: Arc<str> = labels.into();
-                let stream = Stream::new(parsed, key.clone(), self.next_id(), now);
-                map.insert(key, Arc::new(Mutex::new(stream)));
-                self.metrics.streams.inc();
-            }
+        let append = |stream: &StreamRef, entries| {
+            stream.lock().append(
+                entries,
+                &self.params,
+                now,
+                check_window,
+                keep_copies,
+                &mut || self.next_id(),
+            )
+        };
+        if let Some(stream) = tenant.streams.read().get(labels) {
+            return Ok(Ok(append(stream, entries)?));
         }
-        Err(ApiError::Internal(
-            "stream vanished while being created".into(),
-        ))
+        let parsed = Labels::parse(labels).map_err(|source| ApiError::Labels {
+            labels: labels.to_string(),
+            source,
+        })?;
+        // The first push of a stream appends under the write lock, so the
+        // flush never sees (and drops) the new stream empty.
+        let mut map = tenant.streams.write();
+        if let Some(stream) = map.get(labels) {
+            return Ok(Ok(append(stream, entries)?));
+        }
+        if let Some(limit) = limit
+            && map.len() >= limit
+        {
+            return Ok(Err(StreamLimitHit { streams: map.len() }));
+        }
+        let key: Arc<str> = labels.into();
+        let stream = Arc::new(Mutex::new(Stream::new(
+            parsed,
+            key.clone(),
+            self.next_id(),
+            now,
+        )));
+        let appended = append(&stream, entries)?;
+        map.insert(key, stream);
+        self.metrics.streams.inc();
+        Ok(Ok(appended))
     }
 
     /// Applies a push and waits until its WAL record is durable.
