@@ -1219,6 +1219,44 @@ mod tests {
         ing.wal.as_ref().unwrap().close().await;
     }
 
+    #[tokio::test]
+    async fn flush_keeps_chunks_until_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let chunks_dir = dir.path().join("store");
+        let mut config = Config::default();
+        config.storage.filesystem.directory = Some(chunks_dir.clone());
+        config.chunk_idle_period = ConfigDuration::from_secs(0);
+        let ing = open(dir.path(), &config).await;
+        ing.push("t", push_req(r#"{app="a"}"#, &[(1, "one"), (2, "two")]))
+            .await
+            .unwrap();
+
+        // The store is broken: a file where its directory should be.
+        std::fs::remove_dir_all(&chunks_dir).unwrap();
+        std::fs::write(&chunks_dir, b"not a directory").unwrap();
+        assert!(ing.flush(false).await.is_err());
+        assert_eq!(all(&ing, "t")[0].1.len(), 2, "still served from memory");
+        assert_eq!(ing.metrics.streams.get(), 1);
+
+        std::fs::remove_file(&chunks_dir).unwrap();
+        std::fs::create_dir(&chunks_dir).unwrap();
+        assert_eq!(ing.flush(false).await.unwrap(), 1);
+        assert!(all(&ing, "t").is_empty(), "dropped from memory once stored");
+        assert_eq!(ing.metrics.streams.get(), 0);
+        assert_eq!(ing.metrics.chunks_flushed.get(), 1);
+        let index = ing.store.list_index("t", 0, 10).await.unwrap();
+        assert_eq!(index.len(), 1);
+        assert_eq!(index[0].entries, 2);
+        let chunk = ing.store.fetch_chunk(&index[0].key).await.unwrap();
+        let lines: Vec<&str> = chunk.entries.iter().map(|e| e.line.as_str()).collect();
+        assert_eq!(lines, vec!["one", "two"]);
+        assert_eq!(
+            chunk.entries[0].metadata,
+            vec![("trace".to_string(), "t1".to_string())]
+        );
+        ing.wal.as_ref().unwrap().close().await;
+    }
+
     #[test]
     fn limit_picks_newest_when_backward() {
         let mk = |ts: &[i64]| -> Vec<Entry> {
