@@ -255,6 +255,10 @@ pub struct Ingester {
     store: ChunkStore,
     next_chunk_id: AtomicU64,
     metrics: Metrics,
+    /// The ingester ring, to turn the global stream limit into this
+    /// instance's share.
+    ring: Option<lucia_common::ring::Ring>,
+    replication_factor: usize,
 }
 
 fn entry_from_adapter(e: EntryAdapter) -> Entry {
@@ -312,7 +316,30 @@ impl Ingester {
             store,
             next_chunk_id: AtomicU64::new(1),
             metrics,
+            ring: None,
+            replication_factor: config.ring.replication_factor.max(1),
         }
+    }
+
+    /// This instance's share of `max_global_streams_per_user`, as in Loki:
+    /// the global limit divided by the active ingesters, times the
+    /// replication factor (each stream lives on that many ingesters).
+    fn local_stream_limit(&self) -> usize {
+        let global = self.limits.max_global_streams_per_user;
+        let active = self.ring.as_ref().map_or(1, |ring| {
+            ring.snapshot()
+                .instances()
+                .iter()
+                .filter(|i| i.state == InstanceState::Active)
+                .count()
+        });
+        if active <= 1 {
+            return global;
+        }
+        (global / active)
+            .saturating_mul(self.replication_factor)
+            .min(global)
+            .max(1)
     }
 
     fn next_id(&self) -> u64 {
@@ -400,7 +427,7 @@ impl Ingester {
         for stream in request.streams {
             let total = stream.entries.len();
             let entries = stream.entries.into_iter().map(entry_from_adapter).collect();
-            let limit = Some(self.limits.max_global_streams_per_user).filter(|l| *l > 0);
+            let limit = Some(self.local_stream_limit()).filter(|l| *l > 0);
             let appended = match self.append(
                 &tenant,
                 &stream.labels,
@@ -456,8 +483,9 @@ impl Ingester {
         if let Some((labels, streams, _)) = over_limit.first() {
             let entries: usize = over_limit.iter().map(|(_, _, n)| n).sum();
             return Err(ApiError::StreamLimit(format!(
-                "maximum active stream limit exceeded: tenant {tenant_id} has {streams} streams, the limit (max_global_streams_per_user) is {}; {} new streams ({entries} entries) rejected, the first {labels}: reduce the number of label combinations or raise the limit",
+                "maximum active stream limit exceeded: tenant {tenant_id} has {streams} streams on this ingester, its share of max_global_streams_per_user ({}) is {}; {} new streams ({entries} entries) rejected, the first {labels}: reduce the number of label combinations or raise the limit",
                 self.limits.max_global_streams_per_user,
+                self.local_stream_limit(),
                 over_limit.len(),
             )));
         }
@@ -895,6 +923,20 @@ pub async fn start(config: Config, ctx: RoleContext) -> Result<Role, Error> {
     let store = ChunkStore::from_config(&config.storage, &ctx.data_dir)?;
     let metrics = Metrics::new(&ctx.metrics);
     let mut ingester = Ingester::new(&config, instance_id.clone(), store, metrics);
+    let background = Shutdown::new();
+    match lucia_common::ring::watch(
+        &config.ring,
+        "ingester",
+        ctx.consul.as_ref(),
+        background.clone(),
+    )
+    .await
+    {
+        Ok(ring) => ingester.ring = Some(ring),
+        Err(err) => {
+            tracing::warn!(%err, "cannot watch the ring; applying max_global_streams_per_user locally")
+        }
+    }
 
     if config.wal.enabled {
         let dir: PathBuf = config
@@ -950,7 +992,6 @@ pub async fn start(config: Config, ctx: RoleContext) -> Result<Role, Error> {
     lifecycler.set_state(InstanceState::Active).await?;
     ready.set(true);
 
-    let background = Shutdown::new();
     let flush_task = tokio::spawn(flush_loop(
         ingester.clone(),
         config.flush_check_period.0,
