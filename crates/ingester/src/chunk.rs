@@ -1,1 +1,496 @@
-//! TODO
+//! Entries, compressed blocks and the chunk object format.
+//!
+//! A block is a run of entries laid out in columns before compression:
+//! entry count, delta-encoded timestamps, a layout byte, line lengths (only
+//! when some line contains a newline), structured metadata, then the lines,
+//! each ended by `\n`. Keeping timestamps apart from the text lets the
+//! compressor see the lines as one text, as in a log file, and the deltas
+//! shrink 8-byte timestamps to a byte or two. Newline-ended lines compress
+//! ~5% better than a column of lengths, which is the fallback.
+//!
+//! Chunk object (what is PUT to the store), all integers varints unless noted:
+//! `"LCK1"`, version u8, then tenant, labels (length-prefixed), from, through
+//! (zigzag), block count, per block: encoding u8, min, max (zigzag), entry
+//! count, raw length, data length; then the block data back to back, then a
+//! crc32 (u32 LE) of everything before it.
+
+use bytes::{Buf, BufMut, Bytes};
+use prost::encoding::{decode_varint, encode_varint};
+
+use crate::ingester::ChunkEncoding;
+
+/// zstd level of blocks. On genlogs' mixed logs in 256 KiB blocks: level 3
+/// gives 4.7x, 9 gives 5.4x at ~70 MB/s per core (affordable on the push
+/// path), 12 gives 5.6x at half that speed.
+const ZSTD_LEVEL: i32 = 9;
+/// Layout byte: lines ended by `\n` / lines with a column of lengths.
+const LINES_NEWLINE: u8 = 0;
+const LINES_LENGTHS: u8 = 1;
+const MAGIC: &[u8; 4] = b"LCK1";
+const VERSION: u8 = 1;
+
+/// One log entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Unix nanoseconds.
+    pub ts: i64,
+    pub line: String,
+    /// Structured metadata (name, value).
+    pub metadata: Vec<(String, String)>,
+}
+
+impl Entry {
+    /// Bytes this entry counts for towards the block size.
+    pub fn size(&self) -> usize {
+        self.line.len()
+            + self
+                .metadata
+                .iter()
+                .map(|(n, v)| n.len() + v.len())
+                .sum::<usize>()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChunkError {
+    #[error("chunk data is truncated or malformed: {0}")]
+    Malformed(&'static str),
+    #[error("chunk checksum mismatch: the object is corrupt")]
+    Checksum,
+    #[error("unknown chunk encoding {0}")]
+    UnknownEncoding(u8),
+    #[error("decompressing a block: {0}")]
+    Decompress(String),
+    #[error("compressing a block: {0}")]
+    Compress(String),
+}
+
+impl ChunkEncoding {
+    pub fn to_u8(self) -> u8 {
+        match self {
+            Self::None => 0,
+            Self::Snappy => 1,
+            Self::Zstd => 2,
+        }
+    }
+
+    pub fn from_u8(value: u8) -> Result<Self, ChunkError> {
+        match value {
+            0 => Ok(Self::None),
+            1 => Ok(Self::Snappy),
+            2 => Ok(Self::Zstd),
+            other => Err(ChunkError::UnknownEncoding(other)),
+        }
+    }
+}
+
+/// A compressed run of entries, sorted by time. Cloning is cheap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Block {
+    pub encoding: ChunkEncoding,
+    pub min_ts: i64,
+    pub max_ts: i64,
+    pub count: u32,
+    pub raw_len: u32,
+    pub data: Bytes,
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    encode_varint(bytes.len() as u64, out);
+    out.extend_from_slice(bytes);
+}
+
+fn get_varint(buf: &mut &[u8]) -> Result<u64, ChunkError> {
+    decode_varint(buf).map_err(|_| ChunkError::Malformed("bad varint"))
+}
+
+fn get_bytes<'a>(buf: &mut &'a [u8]) -> Result<&'a [u8], ChunkError> {
+    let len = get_varint(buf)? as usize;
+    if buf.len() < len {
+        return Err(ChunkError::Malformed("length beyond end"));
+    }
+    let (head, tail) = buf.split_at(len);
+    *buf = tail;
+    Ok(head)
+}
+
+fn get_string(buf: &mut &[u8]) -> Result<String, ChunkError> {
+    String::from_utf8(get_bytes(buf)?.to_vec()).map_err(|_| ChunkError::Malformed("invalid utf-8"))
+}
+
+impl Block {
+    /// Sorts `entries` by time (stable, so equal timestamps keep arrival
+    /// order) and compresses them.
+    pub fn encode(mut entries: Vec<Entry>, encoding: ChunkEncoding) -> Result<Self, ChunkError> {
+        entries.sort_by_key(|e| e.ts);
+        let mut raw = Vec::with_capacity(entries.iter().map(|e| e.size() + 8).sum());
+        encode_varint(entries.len() as u64, &mut raw);
+        let mut prev = 0i64;
+        for e in &entries {
+            encode_varint(zigzag(e.ts.wrapping_sub(prev)), &mut raw);
+            prev = e.ts;
+        }
+        let with_lengths = entries.iter().any(|e| e.line.contains('\n'));
+        if with_lengths {
+            raw.push(LINES_LENGTHS);
+            for e in &entries {
+                encode_varint(e.line.len() as u64, &mut raw);
+            }
+        } else {
+            raw.push(LINES_NEWLINE);
+        }
+        for e in &entries {
+            encode_varint(e.metadata.len() as u64, &mut raw);
+            for (name, value) in &e.metadata {
+                put_bytes(&mut raw, name.as_bytes());
+                put_bytes(&mut raw, value.as_bytes());
+            }
+        }
+        for e in &entries {
+            raw.extend_from_slice(e.line.as_bytes());
+            if !with_lengths {
+                raw.push(b'\n');
+            }
+        }
+        let data = compress(&raw, encoding)?;
+        Ok(Self {
+            encoding,
+            min_ts: entries.first().map_or(0, |e| e.ts),
+            max_ts: entries.last().map_or(0, |e| e.ts),
+            count: entries.len() as u32,
+            raw_len: raw.len() as u32,
+            data: Bytes::from(data),
+        })
+    }
+
+    /// The block's entries, sorted by time.
+    pub fn decode(&self) -> Result<Vec<Entry>, ChunkError> {
+        let raw = decompress(&self.data, self.encoding, self.raw_len as usize)?;
+        let mut buf = raw.as_slice();
+        let n = get_varint(&mut buf)? as usize;
+        if n > raw.len() {
+            return Err(ChunkError::Malformed("entry count beyond block size"));
+        }
+        let mut ts = Vec::with_capacity(n);
+        let mut prev = 0i64;
+        for _ in 0..n {
+            prev = prev.wrapping_add(unzigzag(get_varint(&mut buf)?));
+            ts.push(prev);
+        }
+        let Some((&layout, rest)) = buf.split_first() else {
+            return Err(ChunkError::Malformed("missing line layout"));
+        };
+        buf = rest;
+        let mut lens = Vec::with_capacity(n);
+        if layout == LINES_LENGTHS {
+            for _ in 0..n {
+                lens.push(get_varint(&mut buf)? as usize);
+            }
+        } else if layout != LINES_NEWLINE {
+            return Err(ChunkError::Malformed("unknown line layout"));
+        }
+        let mut metadata = Vec::with_capacity(n);
+        for _ in 0..n {
+            let pairs = get_varint(&mut buf)? as usize;
+            let mut md = Vec::with_capacity(pairs.min(64));
+            for _ in 0..pairs {
+                md.push((get_string(&mut buf)?, get_string(&mut buf)?));
+            }
+            metadata.push(md);
+        }
+        let mut out = Vec::with_capacity(n);
+        for (i, (ts, metadata)) in ts.into_iter().zip(metadata).enumerate() {
+            let (line, rest) = match lens.get(i) {
+                Some(&len) if len <= buf.len() => buf.split_at(len),
+                Some(_) => return Err(ChunkError::Malformed("line beyond end of block")),
+                None => {
+                    let end = memchr::memchr(b'\n', buf)
+                        .ok_or(ChunkError::Malformed("line without its newline"))?;
+                    (&buf[..end], &buf[end + 1..])
+                }
+            };
+            buf = rest;
+            let line = String::from_utf8(line.to_vec())
+                .map_err(|_| ChunkError::Malformed("invalid utf-8 in line"))?;
+            out.push(Entry { ts, line, metadata });
+        }
+        Ok(out)
+    }
+}
+
+fn compress(raw: &[u8], encoding: ChunkEncoding) -> Result<Vec<u8>, ChunkError> {
+    match encoding {
+        ChunkEncoding::None => Ok(raw.to_vec()),
+        ChunkEncoding::Snappy => snap::raw::Encoder::new()
+            .compress_vec(raw)
+            .map_err(|e| ChunkError::Compress(e.to_string())),
+        ChunkEncoding::Zstd => {
+            zstd::bulk::compress(raw, ZSTD_LEVEL).map_err(|e| ChunkError::Compress(e.to_string()))
+        }
+    }
+}
+
+fn decompress(data: &[u8], encoding: ChunkEncoding, raw_len: usize) -> Result<Vec<u8>, ChunkError> {
+    let raw = match encoding {
+        ChunkEncoding::None => data.to_vec(),
+        ChunkEncoding::Snappy => snap::raw::Decoder::new()
+            .decompress_vec(data)
+            .map_err(|e| ChunkError::Decompress(e.to_string()))?,
+        ChunkEncoding::Zstd => zstd::bulk::decompress(data, raw_len)
+            .map_err(|e| ChunkError::Decompress(e.to_string()))?,
+    };
+    if raw.len() != raw_len {
+        return Err(ChunkError::Malformed(
+            "decompressed size differs from header",
+        ));
+    }
+    Ok(raw)
+}
+
+/// A chunk as stored: its identity and its blocks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkData {
+    pub tenant: String,
+    pub labels: String,
+    pub from: i64,
+    pub through: i64,
+    pub blocks: Vec<Block>,
+}
+
+impl ChunkData {
+    /// The object bytes and their crc32.
+    pub fn encode(&self) -> (Bytes, u32) {
+        let data_len: usize = self.blocks.iter().map(|b| b.data.len()).sum();
+        let mut out = Vec::with_capacity(data_len + 256 + self.labels.len());
+        out.extend_from_slice(MAGIC);
+        out.push(VERSION);
+        put_bytes(&mut out, self.tenant.as_bytes());
+        put_bytes(&mut out, self.labels.as_bytes());
+        encode_varint(zigzag(self.from), &mut out);
+        encode_varint(zigzag(self.through), &mut out);
+        encode_varint(self.blocks.len() as u64, &mut out);
+        for b in &self.blocks {
+            out.push(b.encoding.to_u8());
+            encode_varint(zigzag(b.min_ts), &mut out);
+            encode_varint(zigzag(b.max_ts), &mut out);
+            encode_varint(u64::from(b.count), &mut out);
+            encode_varint(u64::from(b.raw_len), &mut out);
+            encode_varint(b.data.len() as u64, &mut out);
+        }
+        for b in &self.blocks {
+            out.extend_from_slice(&b.data);
+        }
+        let crc = crc32fast::hash(&out);
+        out.put_u32_le(crc);
+        (Bytes::from(out), crc)
+    }
+
+    pub fn decode(object: &Bytes) -> Result<Self, ChunkError> {
+        if object.len() < MAGIC.len() + 1 + 4 {
+            return Err(ChunkError::Malformed("too short"));
+        }
+        let (body, mut crc) = object.split_at(object.len() - 4);
+        if crc32fast::hash(body) != crc.get_u32_le() {
+            return Err(ChunkError::Checksum);
+        }
+        if &body[..4] != MAGIC || body[4] != VERSION {
+            return Err(ChunkError::Malformed(
+                "not a lucia chunk (bad magic or version)",
+            ));
+        }
+        let mut buf = &body[5..];
+        let tenant = get_string(&mut buf)?;
+        let labels = get_string(&mut buf)?;
+        let from = unzigzag(get_varint(&mut buf)?);
+        let through = unzigzag(get_varint(&mut buf)?);
+        let n = get_varint(&mut buf)? as usize;
+        let mut headers = Vec::with_capacity(n.min(4096));
+        for _ in 0..n {
+            if buf.is_empty() {
+                return Err(ChunkError::Malformed("block index truncated"));
+            }
+            let encoding = ChunkEncoding::from_u8(buf[0])?;
+            buf = &buf[1..];
+            let min_ts = unzigzag(get_varint(&mut buf)?);
+            let max_ts = unzigzag(get_varint(&mut buf)?);
+            let count = get_varint(&mut buf)? as u32;
+            let raw_len = get_varint(&mut buf)? as u32;
+            let len = get_varint(&mut buf)? as usize;
+            headers.push((encoding, min_ts, max_ts, count, raw_len, len));
+        }
+        // Blocks share the object's buffer instead of being copied.
+        let mut offset = body.len() - buf.len();
+        let mut blocks = Vec::with_capacity(headers.len());
+        for (encoding, min_ts, max_ts, count, raw_len, len) in headers {
+            if offset + len > body.len() {
+                return Err(ChunkError::Malformed("block data truncated"));
+            }
+            blocks.push(Block {
+                encoding,
+                min_ts,
+                max_ts,
+                count,
+                raw_len,
+                data: object.slice(offset..offset + len),
+            });
+            offset += len;
+        }
+        Ok(Self {
+            tenant,
+            labels,
+            from,
+            through,
+            blocks,
+        })
+    }
+
+    /// Every entry of the chunk, sorted by time.
+    pub fn entries(&self) -> Result<Vec<Entry>, ChunkError> {
+        let mut out = Vec::new();
+        for b in &self.blocks {
+            out.extend(b.decode()?);
+        }
+        // Blocks may overlap when entries arrived out of order.
+        out.sort_by_key(|e| e.ts);
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(n: usize) -> Vec<Entry> {
+        (0..n)
+            .map(|i| Entry {
+                ts: 1_700_000_000_000_000_000 + (i as i64 * 7919 % 1000) * 1_000_000,
+                line: format!("level=info msg=\"request {i}\" status={}", 200 + i % 5),
+                metadata: if i % 3 == 0 {
+                    vec![("trace_id".into(), format!("{i:x}"))]
+                } else {
+                    vec![]
+                },
+            })
+            .collect()
+    }
+
+    #[test]
+    fn block_round_trip_every_encoding() {
+        for encoding in [
+            ChunkEncoding::None,
+            ChunkEncoding::Snappy,
+            ChunkEncoding::Zstd,
+        ] {
+            let input = entries(500);
+            let mut multiline = entries(20);
+            multiline[3].line = "panic:\n  at main.rs:1\n".into();
+            let block = Block::encode(multiline.clone(), encoding).unwrap();
+            multiline.sort_by_key(|e| e.ts);
+            assert_eq!(
+                block.decode().unwrap(),
+                multiline,
+                "{encoding:?} multi-line"
+            );
+            let block = Block::encode(input.clone(), encoding).unwrap();
+            let mut expected = input;
+            expected.sort_by_key(|e| e.ts);
+            assert_eq!(block.decode().unwrap(), expected, "{encoding:?}");
+            assert_eq!(block.count, 500);
+            assert_eq!(block.min_ts, expected[0].ts);
+            assert_eq!(block.max_ts, expected[499].ts);
+            if encoding != ChunkEncoding::None {
+                assert!(
+                    block.data.len() < block.raw_len as usize / 2,
+                    "{encoding:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn chunk_object_round_trip_and_checksum() {
+        let blocks = vec![
+            Block::encode(entries(100), ChunkEncoding::Zstd).unwrap(),
+            Block::encode(entries(50), ChunkEncoding::Snappy).unwrap(),
+        ];
+        let chunk = ChunkData {
+            tenant: "team-a".into(),
+            labels: r#"{app="api"}"#.into(),
+            from: 1,
+            through: 2,
+            blocks,
+        };
+        let (bytes, crc) = chunk.encode();
+        assert_eq!(
+            crc,
+            u32::from_le_bytes(bytes[bytes.len() - 4..].try_into().unwrap())
+        );
+        let decoded = ChunkData::decode(&bytes).unwrap();
+        assert_eq!(decoded, chunk);
+        assert_eq!(decoded.entries().unwrap().len(), 150);
+
+        let mut corrupt = bytes.to_vec();
+        corrupt[20] ^= 1;
+        assert!(matches!(
+            ChunkData::decode(&Bytes::from(corrupt)),
+            Err(ChunkError::Checksum)
+        ));
+    }
+
+    /// Compression ratio on a genlogs.py file, counting whole chunk objects
+    /// (256 KiB blocks, 1.5 MiB chunks): set LUCIA_GENLOGS to its path.
+    #[test]
+    #[ignore]
+    fn compression_ratio() {
+        let Ok(path) = std::env::var("LUCIA_GENLOGS") else {
+            return;
+        };
+        let text = std::fs::read_to_string(path).unwrap();
+        let (mut raw, mut stored, mut size) = (0usize, 0usize, 0usize);
+        let (mut head, mut blocks) = (Vec::new(), Vec::new());
+        let object = |blocks: Vec<Block>| {
+            ChunkData {
+                tenant: "fake".into(),
+                labels: r#"{app="genlogs"}"#.into(),
+                from: 0,
+                through: 0,
+                blocks,
+            }
+            .encode()
+            .0
+            .len()
+        };
+        let started = std::time::Instant::now();
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            raw += line.len();
+            size += line.len();
+            head.push(Entry {
+                ts: 1_767_225_600_000_000_000 + i as i64 * 1_234_567,
+                line: line.to_string(),
+                metadata: vec![],
+            });
+            if size >= 256 * 1024 || i + 1 == lines.len() {
+                blocks.push(Block::encode(std::mem::take(&mut head), ChunkEncoding::Zstd).unwrap());
+                size = 0;
+                let compressed: usize = blocks.iter().map(|b| b.data.len()).sum();
+                if compressed >= 1536 * 1024 || i + 1 == lines.len() {
+                    stored += object(std::mem::take(&mut blocks));
+                }
+            }
+        }
+        println!(
+            "raw {raw} stored {stored} ratio {:.2} in {:?}",
+            raw as f64 / stored as f64,
+            started.elapsed()
+        );
+    }
+}

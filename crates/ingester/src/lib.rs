@@ -9,12 +9,12 @@ pub mod distributor;
 pub mod ingester;
 pub mod limits;
 
-mod chunk;
+pub mod chunk;
 mod detection;
 mod fanout;
 mod push;
 mod rate_limit;
-mod store;
+pub mod store;
 mod stream;
 mod validation;
 mod wal;
