@@ -357,4 +357,3 @@ fn invalid_or_ok(validated: &Validated) -> Result<(), PushError> {
         None => Ok(()),
     }
 }
-

@@ -73,7 +73,10 @@ async fn ring_state(distributor: &str, instance: &str) -> Option<String> {
         match value {
             serde_json::Value::Object(map) => {
                 if map.get("id").and_then(|v| v.as_str()) == Some(instance) {
-                    return map.get("state").and_then(|v| v.as_str()).map(str::to_string);
+                    return map
+                        .get("state")
+                        .and_then(|v| v.as_str())
+                        .map(str::to_string);
                 }
                 map.values().find_map(|v| find(v, instance))
             }
@@ -126,9 +129,11 @@ async fn replicated_writes_survive_an_ingester_loss() {
     let dist = distributor.addr.clone();
     for i in 1..=3 {
         let instance = format!("ingester-{i}");
-        wait_for(&format!("{instance} ACTIVE in the ring"), Duration::from_secs(60), async || {
-            ring_state(&dist, &instance).await.as_deref() == Some("ACTIVE")
-        })
+        wait_for(
+            &format!("{instance} ACTIVE in the ring"),
+            Duration::from_secs(60),
+            async || ring_state(&dist, &instance).await.as_deref() == Some("ACTIVE"),
+        )
         .await;
     }
 
@@ -154,9 +159,10 @@ async fn replicated_writes_survive_an_ingester_loss() {
                     .map(|i| (base + (seq + i) * 1000, format!("seq={}", seq + i)))
                     .collect();
                 seq += 50;
-                let streams = vec![
-                    (format!("{{job=\"cluster\", shard=\"{}\"}}", seq % 7), entries.clone()),
-                ];
+                let streams = vec![(
+                    format!("{{job=\"cluster\", shard=\"{}\"}}", seq % 7),
+                    entries.clone(),
+                )];
                 let resp = client
                     .post(&url)
                     .header("Content-Type", "application/x-protobuf")
@@ -165,7 +171,11 @@ async fn replicated_writes_survive_an_ingester_loss() {
                     .await;
                 match resp {
                     Ok(r) if r.status() == 204 => acked.lock().expect("lock").extend(entries),
-                    Ok(r) => failures.push(format!("{}: {}", r.status(), r.text().await.unwrap_or_default())),
+                    Ok(r) => failures.push(format!(
+                        "{}: {}",
+                        r.status(),
+                        r.text().await.unwrap_or_default()
+                    )),
                     Err(err) => failures.push(err.to_string()),
                 }
             }
@@ -174,30 +184,45 @@ async fn replicated_writes_survive_an_ingester_loss() {
     };
 
     let acked_now = || acked.lock().expect("lock").len();
-    wait_for("first pushes", Duration::from_secs(60), async || acked_now() >= 2000).await;
+    wait_for("first pushes", Duration::from_secs(60), async || {
+        acked_now() >= 2000
+    })
+    .await;
     let mut dead = ingesters.pop().expect("three ingesters");
     dead.kill();
     let before_kill = acked_now();
-    wait_for("pushes after the kill", Duration::from_secs(60), async || {
-        acked_now() >= before_kill + 2000
-    })
+    wait_for(
+        "pushes after the kill",
+        Duration::from_secs(60),
+        async || acked_now() >= before_kill + 2000,
+    )
     .await;
-    wait_for("ingester-3 UNHEALTHY", Duration::from_secs(60), async || {
-        ring_state(&dist, "ingester-3").await.as_deref() == Some("UNHEALTHY")
-    })
+    wait_for(
+        "ingester-3 UNHEALTHY",
+        Duration::from_secs(60),
+        async || ring_state(&dist, "ingester-3").await.as_deref() == Some("UNHEALTHY"),
+    )
     .await;
-    wait_for("ingester-3 gone from the ring", Duration::from_secs(60), async || {
-        ring_state(&dist, "ingester-3").await.is_none()
-    })
+    wait_for(
+        "ingester-3 gone from the ring",
+        Duration::from_secs(60),
+        async || ring_state(&dist, "ingester-3").await.is_none(),
+    )
     .await;
     let after_gone = acked_now();
-    wait_for("pushes once the ring shrank", Duration::from_secs(60), async || {
-        acked_now() >= after_gone + 1000
-    })
+    wait_for(
+        "pushes once the ring shrank",
+        Duration::from_secs(60),
+        async || acked_now() >= after_gone + 1000,
+    )
     .await;
     stop.store(true, Ordering::Relaxed);
     let failures = pusher.await.expect("pusher");
-    assert!(failures.is_empty(), "pushes failed: {:?}", &failures[..failures.len().min(5)]);
+    assert!(
+        failures.is_empty(),
+        "pushes failed: {:?}",
+        &failures[..failures.len().min(5)]
+    );
 
     let mut stored: HashSet<(i64, String)> = HashSet::new();
     for ingester in &ingesters {
@@ -206,6 +231,14 @@ async fn replicated_writes_survive_an_ingester_loss() {
         }
     }
     let acked = acked.lock().expect("lock");
-    let lost: Vec<_> = acked.iter().filter(|e| !stored.contains(*e)).take(5).collect();
-    assert!(lost.is_empty(), "acknowledged lines lost: {lost:?} (of {})", acked.len());
+    let lost: Vec<_> = acked
+        .iter()
+        .filter(|e| !stored.contains(*e))
+        .take(5)
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged lines lost: {lost:?} (of {})",
+        acked.len()
+    );
 }
