@@ -82,7 +82,18 @@ struct RoleArgs {
     auth_enabled: Option<bool>,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match real_main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            // Print the cause chain, not a backtrace: these are user errors.
+            eprintln!("lucia: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if let Command::Bench(BenchCommand::Push(args)) = cli.command {
         let runtime = tokio::runtime::Builder::new_multi_thread()
