@@ -15,6 +15,9 @@ use lucia_common::telemetry::{self, LogFormat};
 
 use crate::config::FileConfig;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "lucia",
