@@ -40,5 +40,8 @@ echo "resident memory after the push: $((RSS_KB / 1024)) MiB (peak $((HWM_KB / 1
 
 kill -TERM "$PID"
 wait "$PID"
-STORED=$(du -sb "$WORK/data/chunks" | cut -f1)
+# Object bytes only: directories are an artefact of the local filesystem store.
+STORED=$(find "$WORK/data/chunks" -type f -printf '%s\n' | awk '{s += $1} END {print s}')
+ZSTD3=$(zstd -3 -c -q "$WORK/logs.txt" | wc -c)
 echo "raw bytes: $RAW_BYTES, stored chunk+index bytes: $STORED, ratio: $(python3 -c "print(round($RAW_BYTES/$STORED, 2))")x"
+echo "same data through zstd -3 as one stream: $ZSTD3 bytes, ratio: $(python3 -c "print(round($RAW_BYTES/$ZSTD3, 2))")x"
