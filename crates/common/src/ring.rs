@@ -401,7 +401,11 @@ impl ConsulMember {
             write: tokio::sync::Mutex::new(()),
             stop: stop.clone(),
         });
-        shared.write_desc().await?;
+        // Consul may not be up yet (compose starts everything at once): the
+        // heartbeat below keeps writing the entry until it lands.
+        if let Err(err) = shared.write_desc().await {
+            tracing::warn!(key = %shared.key, %err, "cannot write the ring entry yet, retrying every heartbeat period");
+        }
         let period = config.heartbeat_period.0.max(Duration::from_millis(10));
         let task_shared = shared.clone();
         tokio::spawn(async move {
