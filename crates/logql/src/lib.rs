@@ -1,1 +1,4 @@
-//! LogQL lexer, parser, AST and log pipeline stages. Not implemented yet.
+//! LogQL: lexer, parser, syntax tree, pretty-printer, and the log pipeline
+//! stages that run a query's pipeline over lines.
+
+pub mod ast;
