@@ -1,5 +1,6 @@
 //! Shared building blocks of every Lucia role.
 
+pub mod chunk;
 pub mod config;
 pub mod consul;
 pub mod duration;
@@ -8,6 +9,7 @@ pub mod matchers;
 pub mod metrics;
 pub mod ring;
 pub mod server;
+pub mod store;
 pub mod telemetry;
 pub mod tenant;
 pub mod time;

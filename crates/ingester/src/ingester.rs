@@ -36,15 +36,16 @@ use prometheus_client::metrics::gauge::Gauge;
 use serde::Deserialize;
 use tonic::{Request, Response, Status};
 
-use crate::chunk::{Block, ChunkData, ChunkError, Entry};
 use crate::limits::LimitsConfig;
-pub use crate::store::StorageConfig;
-use crate::store::{ChunkStore, StoreError};
 use crate::stream::{Appended, Chunk, ChunkParams, Stream};
 use crate::wal::{
     CheckpointBlock, CheckpointChunk, CheckpointStream, Wal, WalConfig, WalError, WalMetrics,
     WalRecord,
 };
+pub use lucia_common::chunk::ChunkEncoding;
+use lucia_common::chunk::{Block, ChunkData, ChunkError, Entry};
+pub use lucia_common::store::StorageConfig;
+use lucia_common::store::{ChunkStore, StoreError};
 
 /// The `ingester` config section, with Loki's names and defaults.
 #[derive(Debug, Clone, Deserialize)]
@@ -91,14 +92,6 @@ impl Default for Config {
             limits: LimitsConfig::default(),
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ChunkEncoding {
-    Zstd,
-    Snappy,
-    None,
 }
 
 /// Errors of starting the role.

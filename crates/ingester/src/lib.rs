@@ -9,12 +9,10 @@ pub mod distributor;
 pub mod ingester;
 pub mod limits;
 
-pub mod chunk;
 mod detection;
 mod fanout;
 mod push;
 mod rate_limit;
-pub mod store;
 mod stream;
 mod validation;
 mod wal;

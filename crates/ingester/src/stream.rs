@@ -5,8 +5,7 @@ use std::sync::Arc;
 
 use lucia_common::labels::Labels;
 
-use crate::chunk::{Block, ChunkError, Entry};
-use crate::ingester::ChunkEncoding;
+use lucia_common::chunk::{Block, ChunkEncoding, ChunkError, Entry};
 
 /// The chunk parameters of [`crate::ingester::Config`] in nanoseconds.
 #[derive(Debug, Clone, Copy)]

@@ -11,8 +11,8 @@ use lucia_common::Shutdown;
 use lucia_common::duration::ConfigDuration;
 use lucia_common::metrics::Metrics;
 use lucia_common::server::{Readiness, RoleContext, bind, serve_roles};
+use lucia_common::store::ChunkStore;
 use lucia_ingester::ingester::{Config, StorageConfig, start};
-use lucia_ingester::store::ChunkStore;
 use lucia_proto::ingester::ingester_client::IngesterClient;
 use lucia_proto::ingester::{Direction, QueryRequest, SeriesRequest};
 use lucia_proto::logproto::{

@@ -175,7 +175,7 @@ impl ChunkStore {
         let (bytes, crc) = chunk.encode();
         let fingerprint = format!(
             "{:016x}",
-            lucia_common::labels::Labels::parse(&chunk.labels)
+            crate::labels::Labels::parse(&chunk.labels)
                 .map(|l| l.stable_hash())
                 .unwrap_or_else(|_| xxhash_rust::xxh3::xxh3_64(chunk.labels.as_bytes()))
         );
@@ -210,7 +210,7 @@ impl ChunkStore {
         let first = entries.iter().map(|e| day(e.from)).min().unwrap_or(0);
         let last = entries.iter().map(|e| day(e.through)).max().unwrap_or(0);
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-        let stamp = lucia_common::time::now_nanos();
+        let stamp = crate::time::now_nanos();
         for d in first..=last {
             let file = IndexFile {
                 entries: entries
@@ -309,7 +309,7 @@ fn object_path(key: &str) -> ObjectPath {
 mod tests {
     use super::*;
     use crate::chunk::Block;
-    use crate::ingester::ChunkEncoding;
+    use crate::chunk::ChunkEncoding;
 
     #[tokio::test]
     async fn put_list_fetch() {

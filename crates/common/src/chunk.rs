@@ -17,7 +17,14 @@
 use bytes::{Buf, BufMut, Bytes};
 use prost::encoding::{decode_varint, encode_varint};
 
-use crate::ingester::ChunkEncoding;
+/// Block compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChunkEncoding {
+    Zstd,
+    Snappy,
+    None,
+}
 
 /// zstd level of blocks. On genlogs' mixed logs in 256 KiB blocks: level 3
 /// gives 4.7x, 9 gives 5.4x at ~70 MB/s per core (affordable on the push
