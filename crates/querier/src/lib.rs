@@ -18,3 +18,31 @@ pub enum QueryError {
     #[error("{0}")]
     Internal(String),
 }
+
+use lucia_common::Shutdown;
+use lucia_common::server::{ProcessConfig, Role, RoleContext};
+use serde::Deserialize;
+
+/// The `querier` section of the config file. (Being filled: the HTTP API is
+/// not served yet.)
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Starts the role on the process's shared listener.
+pub async fn start(_config: Config, ctx: RoleContext) -> Result<Role, Error> {
+    let ready = ctx.readiness.register("querier");
+    ready.set(true);
+    Ok(Role::new("querier", axum::Router::new(), async {}))
+}
+
+/// Runs the role on its own listener until `shutdown` is cancelled.
+pub async fn run(config: Config, process: ProcessConfig, shutdown: Shutdown) -> Result<(), Error> {
+    lucia_common::server::run_role(process, shutdown, |ctx| start(config, ctx)).await
+}
