@@ -4,12 +4,13 @@
 # load-generating process, resident memory, and bytes stored against raw
 # bytes once everything is flushed. Results go into BENCHMARKS.md by hand.
 #
-#   scripts/bench-push.sh [SIZE_MB] [STREAMS]
+#   scripts/bench-push.sh [SIZE_MB] [STREAMS] [ZSTD_LEVEL]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/lucia-target}"
 SIZE_MB="${1:-300}"
 STREAMS="${2:-1000}"
+LEVEL="${3:-9}"
 GENLOGS="$(cd .. && pwd)/shared/tools/genlogs.py"
 
 cargo build --release --bin lucia
@@ -25,15 +26,22 @@ limits_config:
   ingestion_burst_size_mb: 100000
   max_global_streams_per_user: 1000000
   max_line_size: 0
+ingester:
+  chunk_compression_level: $LEVEL
 YAML
 PORT=3190
 "$BIN" all --config.file "$WORK/lucia.yaml" --data.dir "$WORK/data" \
     --http.listen-address "127.0.0.1:$PORT" --log.level warn &
 PID=$!
 until curl -sf "http://127.0.0.1:$PORT/ready" >/dev/null; do sleep 0.2; done
+# CPU seconds the server spent (user + system), from /proc/PID/stat.
+cpu_seconds() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$PID/stat"; }
+CPU_BEFORE=$(cpu_seconds)
 
 "$BIN" bench push --url "http://127.0.0.1:$PORT/loki/api/v1/push" \
     --input "$WORK/logs.txt" --streams "$STREAMS" --concurrency 8
+CPU_AFTER=$(cpu_seconds)
+echo "server CPU during the push: $(python3 -c "print(round($CPU_AFTER - $CPU_BEFORE, 2))") s; raw MB per server CPU-second: $(python3 -c "print(round($RAW_BYTES / 1e6 / max($CPU_AFTER - $CPU_BEFORE, 0.01), 1))")"
 RSS_KB=$(awk '/VmRSS/ {print $2}' "/proc/$PID/status")
 HWM_KB=$(awk '/VmHWM/ {print $2}' "/proc/$PID/status")
 echo "resident memory after the push: $((RSS_KB / 1024)) MiB (peak $((HWM_KB / 1024)) MiB) with $STREAMS streams"

@@ -26,10 +26,10 @@ pub enum ChunkEncoding {
     None,
 }
 
-/// zstd level of blocks. On genlogs' mixed logs in 256 KiB blocks: level 3
-/// gives 4.7x, 9 gives 5.4x at ~70 MB/s per core (affordable on the push
-/// path), 12 gives 5.6x at half that speed.
-const ZSTD_LEVEL: i32 = 9;
+/// Default zstd level of blocks. On genlogs' mixed logs in 256 KiB blocks:
+/// level 3 gives 4.7x, 9 gives 5.4x at ~70 MB/s per core, 12 gives 5.6x at
+/// half that speed. `ingester.chunk_compression_level` overrides it.
+pub const DEFAULT_ZSTD_LEVEL: i32 = 9;
 /// Layout byte: lines ended by `\n` / lines with a column of lengths.
 const LINES_NEWLINE: u8 = 0;
 const LINES_LENGTHS: u8 = 1;
@@ -136,7 +136,17 @@ fn get_string(buf: &mut &[u8]) -> Result<String, ChunkError> {
 impl Block {
     /// Sorts `entries` by time (stable, so equal timestamps keep arrival
     /// order) and compresses them.
-    pub fn encode(mut entries: Vec<Entry>, encoding: ChunkEncoding) -> Result<Self, ChunkError> {
+    pub fn encode(entries: Vec<Entry>, encoding: ChunkEncoding) -> Result<Self, ChunkError> {
+        Self::encode_with_level(entries, encoding, DEFAULT_ZSTD_LEVEL)
+    }
+
+    /// Like [`Self::encode`], with an explicit zstd level (ignored by the
+    /// other encodings).
+    pub fn encode_with_level(
+        mut entries: Vec<Entry>,
+        encoding: ChunkEncoding,
+        zstd_level: i32,
+    ) -> Result<Self, ChunkError> {
         entries.sort_by_key(|e| e.ts);
         let mut raw = Vec::with_capacity(entries.iter().map(|e| e.size() + 8).sum());
         encode_varint(entries.len() as u64, &mut raw);
@@ -167,7 +177,7 @@ impl Block {
                 raw.push(b'\n');
             }
         }
-        let data = compress(&raw, encoding)?;
+        let data = compress(&raw, encoding, zstd_level)?;
         Ok(Self {
             encoding,
             min_ts: entries.first().map_or(0, |e| e.ts),
@@ -233,24 +243,25 @@ impl Block {
     }
 }
 
-fn compress(raw: &[u8], encoding: ChunkEncoding) -> Result<Vec<u8>, ChunkError> {
+fn compress(raw: &[u8], encoding: ChunkEncoding, zstd_level: i32) -> Result<Vec<u8>, ChunkError> {
     match encoding {
         ChunkEncoding::None => Ok(raw.to_vec()),
         ChunkEncoding::Snappy => snap::raw::Encoder::new()
             .compress_vec(raw)
             .map_err(|e| ChunkError::Compress(e.to_string())),
-        ChunkEncoding::Zstd => ZSTD_COMPRESSOR.with(|compressor| {
-            let mut compressor = compressor.borrow_mut();
-            let compressor = match compressor.as_mut() {
-                Some(compressor) => compressor,
-                None => compressor.insert(
-                    zstd::bulk::Compressor::new(ZSTD_LEVEL)
-                        .map_err(|e| ChunkError::Compress(e.to_string()))?,
-                ),
-            };
-            compressor
-                .compress(raw)
-                .map_err(|e| ChunkError::Compress(e.to_string()))
+        ChunkEncoding::Zstd => ZSTD_COMPRESSOR.with(|slot| {
+            let mut slot = slot.borrow_mut();
+            if slot.as_ref().is_none_or(|(level, _)| *level != zstd_level) {
+                let compressor = zstd::bulk::Compressor::new(zstd_level)
+                    .map_err(|e| ChunkError::Compress(e.to_string()))?;
+                *slot = Some((zstd_level, compressor));
+            }
+            match slot.as_mut() {
+                Some((_, compressor)) => compressor
+                    .compress(raw)
+                    .map_err(|e| ChunkError::Compress(e.to_string())),
+                None => Err(ChunkError::Compress("no zstd context".to_string())),
+            }
         }),
     }
 }
@@ -259,7 +270,7 @@ thread_local! {
     /// One zstd context per thread, reused: creating one per block made the
     /// kernel zero fresh pages for its tables every time (a quarter of the
     /// push path's CPU in the profile).
-    static ZSTD_COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+    static ZSTD_COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
         const { std::cell::RefCell::new(None) };
 }
 

@@ -66,6 +66,9 @@ pub struct Config {
     pub max_chunk_age: ConfigDuration,
     /// Block compression: zstd, snappy or none.
     pub chunk_encoding: ChunkEncoding,
+    /// zstd level of blocks (1 to 19): higher is smaller and slower. See
+    /// BENCHMARKS.md for the trade-off on realistic logs.
+    pub chunk_compression_level: i32,
     /// How often chunks are checked for flushing.
     pub flush_check_period: ConfigDuration,
     /// Where flushed chunks and their index go (the `storage` section).
@@ -87,6 +90,7 @@ impl Default for Config {
             chunk_idle_period: ConfigDuration::from_secs(30 * 60),
             max_chunk_age: ConfigDuration::from_secs(2 * 3600),
             chunk_encoding: ChunkEncoding::Zstd,
+            chunk_compression_level: lucia_common::chunk::DEFAULT_ZSTD_LEVEL,
             flush_check_period: ConfigDuration::from_secs(30),
             storage: StorageConfig::default(),
             limits: LimitsConfig::default(),
@@ -107,6 +111,8 @@ pub enum Error {
     Store(#[from] StoreError),
     #[error("replaying the wal: {0}")]
     Replay(String),
+    #[error("{0}")]
+    Config(String),
 }
 
 /// Errors of the gRPC API, mapped to status codes in one place.
@@ -294,6 +300,7 @@ impl Ingester {
                 block_size: config.chunk_block_size.max(1),
                 target_size: config.chunk_target_size.max(1),
                 encoding: config.chunk_encoding,
+                zstd_level: config.chunk_compression_level,
                 idle_ns: ns(config.chunk_idle_period),
                 max_age_ns: ns(config.max_chunk_age),
                 ooo_window_ns: ns(config.limits.out_of_order_time_window),
@@ -908,6 +915,12 @@ fn hostname() -> String {
 /// joins the ring, and serves gRPC. The role's stop flushes everything to
 /// the store, leaves the ring and checkpoints an empty WAL.
 pub async fn start(config: Config, ctx: RoleContext) -> Result<Role, Error> {
+    if !(1..=19).contains(&config.chunk_compression_level) {
+        return Err(Error::Config(format!(
+            "ingester.chunk_compression_level is {}: use a zstd level from 1 to 19",
+            config.chunk_compression_level
+        )));
+    }
     let ready = ctx.readiness.register("ingester");
     let instance_id = config
         .instance_id

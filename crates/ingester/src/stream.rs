@@ -13,6 +13,7 @@ pub struct ChunkParams {
     pub block_size: usize,
     pub target_size: usize,
     pub encoding: ChunkEncoding,
+    pub zstd_level: i32,
     pub idle_ns: i64,
     pub max_age_ns: i64,
     pub ooo_window_ns: i64,
@@ -62,11 +63,15 @@ impl Chunk {
     }
 
     /// Compresses the head block into a block.
-    pub fn cut_block(&mut self, encoding: ChunkEncoding) -> Result<(), ChunkError> {
+    pub fn cut_block(
+        &mut self,
+        encoding: ChunkEncoding,
+        zstd_level: i32,
+    ) -> Result<(), ChunkError> {
         if self.head.is_empty() {
             return Ok(());
         }
-        let block = Block::encode(std::mem::take(&mut self.head), encoding)?;
+        let block = Block::encode_with_level(std::mem::take(&mut self.head), encoding, zstd_level)?;
         self.head_size = 0;
         self.compressed_size += block.data.len();
         // Keep blocks ordered by time so readers can merge cheaply.
@@ -192,7 +197,7 @@ impl Stream {
             self.open.head.push(entry);
             self.open.last_append = now;
             if self.open.head_size >= params.block_size {
-                self.open.cut_block(params.encoding)?;
+                self.open.cut_block(params.encoding, params.zstd_level)?;
                 if self.open.compressed_size >= params.target_size {
                     self.close_open(next_id(), now);
                 }
@@ -225,7 +230,7 @@ impl Stream {
                 .bounds()
                 .is_some_and(|(from, through)| through.saturating_sub(from) >= params.max_age_ns);
         if force || idle || old {
-            self.open.cut_block(params.encoding)?;
+            self.open.cut_block(params.encoding, params.zstd_level)?;
             self.close_open(next_id(), now);
         }
         Ok(())
@@ -273,6 +278,7 @@ mod tests {
             block_size: 1024,
             target_size: 2048,
             encoding: ChunkEncoding::Zstd,
+            zstd_level: 3,
             idle_ns: 30 * 60 * SEC,
             max_age_ns: 2 * 3600 * SEC,
             ooo_window_ns: 3600 * SEC,
