@@ -11,6 +11,7 @@ pub mod limits;
 
 mod detection;
 mod fanout;
+mod head;
 mod push;
 mod rate_limit;
 mod stream;
