@@ -723,11 +723,7 @@ impl Ingester {
                             data: b.data.clone(),
                         })
                         .collect(),
-                    head: c
-                        .head
-                        .iter()
-                        .map(|e| adapter_from_entry(e.to_entry()))
-                        .collect(),
+                    head: c.head.iter().cloned().map(adapter_from_entry).collect(),
                     created_at: c.created_at,
                     last_append: c.last_append,
                     closed,

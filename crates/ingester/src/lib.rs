@@ -11,7 +11,6 @@ pub mod limits;
 
 mod detection;
 mod fanout;
-mod head;
 mod push;
 mod rate_limit;
 mod stream;

@@ -7,8 +7,6 @@ use lucia_common::labels::Labels;
 
 use lucia_common::chunk::{Block, ChunkEncoding, ChunkError, Entry};
 
-use crate::head::HeadBlock;
-
 /// The chunk parameters of [`crate::ingester::Config`] in nanoseconds.
 #[derive(Debug, Clone, Copy)]
 pub struct ChunkParams {
@@ -28,7 +26,7 @@ pub struct Chunk {
     pub id: u64,
     pub blocks: Vec<Block>,
     /// Entries not yet compressed, in arrival order.
-    pub head: HeadBlock,
+    pub head: Vec<Entry>,
     pub head_size: usize,
     pub compressed_size: usize,
     /// Wall-clock Unix nanoseconds of creation and of the last append.
@@ -73,7 +71,7 @@ impl Chunk {
         if self.head.is_empty() {
             return Ok(());
         }
-        let block = Block::encode_with_level(self.head.take_entries(), encoding, zstd_level)?;
+        let block = Block::encode_with_level(std::mem::take(&mut self.head), encoding, zstd_level)?;
         self.head_size = 0;
         self.compressed_size += block.data.len();
         // Keep blocks ordered by time so readers can merge cheaply.
@@ -99,7 +97,7 @@ impl Chunk {
             self.head
                 .iter()
                 .filter(|e| e.ts >= start && e.ts < end)
-                .map(|e| e.to_entry()),
+                .cloned(),
         );
         out.sort_by_key(|e| e.ts);
         Ok(out)
@@ -153,12 +151,12 @@ impl Stream {
         if entry.ts > self.newest_ts {
             return false;
         }
-        let is_same = |e: crate::head::EntryRef<'_>| e.ts == entry.ts && e.line == entry.line;
-        self.open.head.iter().rev().any(is_same)
+        let is_same = |e: &&Entry| e.ts == entry.ts && e.line == entry.line;
+        self.open.head.iter().rev().any(|e| is_same(&e))
             || self
                 .closed
                 .last()
-                .is_some_and(|c| c.head.iter().any(is_same))
+                .is_some_and(|c| c.head.iter().any(|e| is_same(&e)))
     }
 
     /// Appends entries. With `check_window`, entries older than the
