@@ -341,10 +341,7 @@ impl LabelsBuilder {
         let meta = &self.add[LabelCategory::StructuredMetadata as usize];
         let parsed = &self.add[LabelCategory::Parsed as usize];
         for l in &self.base {
-            if self.del.iter().any(|d| *d == l.name)
-                || meta.contains(&l.name)
-                || parsed.contains(&l.name)
-            {
+            if self.del.contains(&l.name) || meta.contains(&l.name) || parsed.contains(&l.name) {
                 continue;
             }
             f(
