@@ -115,7 +115,11 @@ pub enum LabelFilter {
     /// `name = "v"`, `name != "v"`, `name =~ "re"`, `name !~ "re"`.
     String(Matcher),
     /// `status >= 500`, `ratio == 0.5`.
-    Number { name: String, op: CmpOp, value: f64 },
+    Number {
+        name: String,
+        op: CmpOp,
+        value: f64,
+    },
     /// `latency > 250ms`.
     Duration {
         name: String,
@@ -123,9 +127,17 @@ pub enum LabelFilter {
         value: Duration,
     },
     /// `size > 20KB` (bytes).
-    Bytes { name: String, op: CmpOp, value: u64 },
+    Bytes {
+        name: String,
+        op: CmpOp,
+        value: u64,
+    },
     /// `addr = ip("10.0.0.0/8")` (`op` is `Eq` or `Ne`).
-    Ip { name: String, op: CmpOp, cidr: String },
+    Ip {
+        name: String,
+        op: CmpOp,
+        cidr: String,
+    },
 }
 
 /// `dst=src` renames a label, `dst="{{template}}"` renders one.
@@ -219,6 +231,9 @@ pub enum VectorOp {
     Bottomk,
     Sort,
     SortDesc,
+    /// `approx_topk(k, ...)`: Loki's probabilistic topk (instant queries
+    /// only, no grouping).
+    ApproxTopk,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -2,3 +2,9 @@
 //! stages that run a query's pipeline over lines.
 
 pub mod ast;
+pub mod format;
+mod lexer;
+pub mod parser;
+
+pub use format::format_query;
+pub use parser::{ParseError, parse, parse_log_expr, parse_metric_expr};
