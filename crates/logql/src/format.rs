@@ -214,11 +214,16 @@ impl CmpOp {
 }
 
 impl LabelFilter {
-    /// Whether `Display` prints this as `a, rest` (which would swallow
-    /// anything printed after it).
-    fn prints_comma(&self) -> bool {
-        matches!(self, Self::And(l, r)
-            if matches!(**r, Self::And(..)) && !matches!(**l, Self::And(..) | Self::Or(..)))
+    /// Whether `Display` prints this with a `,` that is not inside
+    /// parentheses: the comma would swallow anything printed after it.
+    fn open_right(&self) -> bool {
+        match self {
+            Self::And(l, r) => {
+                matches!(**r, Self::And(..)) && !matches!(**l, Self::And(..) | Self::Or(..))
+            }
+            Self::Or(_, r) => !matches!(**r, Self::Or(..)) && r.open_right(),
+            _ => false,
+        }
     }
 }
 
@@ -248,14 +253,14 @@ impl Display for LabelFilter {
                         paren(f, r, true)
                     }
                     _ => {
-                        paren(f, l, matches!(**l, Self::Or(..)) || l.prints_comma())?;
+                        paren(f, l, matches!(**l, Self::Or(..)) || l.open_right())?;
                         f.write_str(" and ")?;
                         paren(f, r, false)
                     }
                 }
             }
             Self::Or(l, r) => {
-                paren(f, l, l.prints_comma())?;
+                paren(f, l, l.open_right())?;
                 f.write_str(" or ")?;
                 paren(f, r, matches!(**r, Self::Or(..)))
             }

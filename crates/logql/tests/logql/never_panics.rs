@@ -103,3 +103,48 @@ proptest! {
         check(&query);
     }
 }
+
+/// Random label filter trees (any nesting of `and`/`or`) print to text that
+/// parses back to the same tree.
+fn label_filter_tree() -> impl Strategy<Value = lucia_logql::ast::LabelFilter> {
+    use lucia_common::matchers::{MatchOp, Matcher};
+    use lucia_logql::ast::{CmpOp, LabelFilter};
+    let leaf = prop_oneof![
+        "[a-c]".prop_map(|name| LabelFilter::String(
+            Matcher::new(MatchOp::Equal, name, "v").expect("valid matcher")
+        )),
+        (0u64..5000).prop_map(|value| LabelFilter::Bytes {
+            name: "size".into(),
+            op: CmpOp::Ge,
+            value
+        }),
+        (-100i32..100).prop_map(|v| LabelFilter::Number {
+            name: "n".into(),
+            op: CmpOp::Lt,
+            value: f64::from(v) / 4.0
+        }),
+    ];
+    leaf.prop_recursive(6, 40, 2, |inner| {
+        prop_oneof![
+            (inner.clone(), inner.clone())
+                .prop_map(|(l, r)| LabelFilter::And(Box::new(l), Box::new(r))),
+            (inner.clone(), inner).prop_map(|(l, r)| LabelFilter::Or(Box::new(l), Box::new(r))),
+        ]
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn label_filter_trees_round_trip(tree in label_filter_tree()) {
+        let query = format!(r#"{{app="a"}} | {tree}"#);
+        let parsed = lucia_logql::parse_log_expr(&query)
+            .unwrap_or_else(|e| panic!("{query}: {e}"));
+        prop_assert_eq!(
+            &parsed.stages,
+            &vec![lucia_logql::ast::Stage::LabelFilter(tree)],
+            "{}", query
+        );
+    }
+}
