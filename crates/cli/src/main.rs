@@ -37,7 +37,7 @@ enum Command {
     Distributor(RoleArgs),
     /// Keep recent logs in a WAL and memory, and flush chunks to the object store
     Ingester(RoleArgs),
-    /// Serve the Loki read API (not implemented yet: /ready and /metrics only)
+    /// Serve the Loki read API: LogQL over the ingesters and the object store, and live tail
     Querier(RoleArgs),
     /// Scrape and store metrics, serve PromQL (not implemented yet: /ready and /metrics only)
     Tsdb(RoleArgs),
@@ -157,7 +157,7 @@ async fn run(role: &str, args: RoleArgs, file: FileConfig) -> anyhow::Result<()>
             Ok(lucia_ingester::distributor::run(file.distributor(), process, shutdown).await?)
         }
         "ingester" => Ok(lucia_ingester::ingester::run(file.ingester(), process, shutdown).await?),
-        "querier" => Ok(lucia_querier::run(file.querier, process, shutdown).await?),
+        "querier" => Ok(lucia_querier::run(file.querier(), process, shutdown).await?),
         "tsdb" => Ok(lucia_tsdb::run(file.tsdb, process, shutdown).await?),
         "ruler" => Ok(lucia_ruler::run(file.ruler, process, shutdown).await?),
         "alert-router" => Ok(lucia_alert_router::run(file.alert_router, process, shutdown).await?),
@@ -191,6 +191,7 @@ async fn run_all(
     let roles = vec![
         lucia_ingester::ingester::start(file.ingester(), ctx.clone()).await?,
         lucia_ingester::distributor::start(file.distributor(), ctx.clone()).await?,
+        lucia_querier::start(file.querier(), ctx.clone()).await?,
     ];
     tracing::info!(addr = %advertise_addr, "lucia all listening");
     server::serve_roles(listener, &ctx, roles).await?;
