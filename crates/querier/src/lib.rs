@@ -1,5 +1,8 @@
 //! The querier role: the LogQL engine and Loki's HTTP read API.
 
+pub mod conformance;
+pub mod engine;
+pub mod memory_source;
 pub mod source;
 
 /// Errors of a query, mapped once to HTTP status codes.
