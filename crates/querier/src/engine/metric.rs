@@ -528,7 +528,7 @@ fn variance(values: impl Iterator<Item = f64>) -> f64 {
 }
 
 /// Prometheus' quantile: linear interpolation between ranks.
-fn quantile(q: f64, mut values: Vec<f64>) -> f64 {
+pub(super) fn quantile(q: f64, mut values: Vec<f64>) -> f64 {
     if values.is_empty() || q.is_nan() {
         return f64::NAN;
     }
@@ -549,7 +549,7 @@ fn quantile(q: f64, mut values: Vec<f64>) -> f64 {
 
 /// `rate_counter`: the per-second increase over `(lo, hi]` with counter
 /// resets added back and Prometheus' boundary extrapolation.
-fn counter_rate(window: &[(i64, f64)], lo: i64, hi: i64) -> f64 {
+pub(super) fn counter_rate(window: &[(i64, f64)], lo: i64, hi: i64) -> f64 {
     let (Some(&(first_ts, first_v)), Some(&(last_ts, last_v))) = (window.first(), window.last())
     else {
         return f64::NAN;
