@@ -2,3 +2,5 @@
 //! stages that run a query's pipeline over lines.
 
 pub mod ast;
+pub mod pipeline;
+pub mod template;

@@ -2,8 +2,11 @@
 
 pub mod api;
 pub mod cluster;
+pub mod conformance;
+pub mod engine;
 pub mod eval;
 pub mod limits;
+pub mod memory_source;
 pub mod source;
 pub mod tail;
 
