@@ -40,49 +40,10 @@ pub struct InstantQuery {
     pub direction: Direction,
 }
 
-/// A point of a metric result.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Point {
-    /// Unix nanoseconds.
-    pub ts: i64,
-    pub value: f64,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Sample {
-    pub labels: Labels,
-    pub point: Point,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Series {
-    pub labels: Labels,
-    pub points: Vec<Point>,
-}
-
-/// The result of a query, as Loki's `resultType`s.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ResultData {
-    Streams(Vec<StreamData>),
-    Vector(Vec<Sample>),
-    Matrix(Vec<Series>),
-    Scalar(Point),
-}
-
-/// Counters of the work a query did, for the `stats` object.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Stats {
-    pub lines_processed: u64,
-    pub bytes_processed: u64,
-    pub entries_returned: u64,
-    pub exec_seconds: f64,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct QueryOutput {
-    pub data: ResultData,
-    pub stats: Stats,
-}
+pub use crate::engine::{
+    QueryResult as QueryOutput, ResultData, ResultEntry, Sample, Series, Statistics as Stats,
+    StreamResult,
+};
 
 /// Evaluates queries against a [`LogSource`].
 pub struct Evaluator<S> {
@@ -146,10 +107,7 @@ impl<S: LogSource> Evaluator<S> {
                 let mut points = Vec::new();
                 let mut ts = q.start;
                 while ts <= q.end {
-                    points.push(Point {
-                        ts,
-                        value: value.value,
-                    });
+                    points.push((ts, value.value));
                     ts = ts.saturating_add(step);
                 }
                 Ok(QueryOutput {
@@ -170,17 +128,17 @@ impl<S: LogSource> Evaluator<S> {
                 "log queries are not supported as an instant query type, please change your query to a range query type".into(),
             )),
             Parsed::Const(value) => {
-                let point = Point {
-                    ts: q.time,
-                    value: value.value,
-                };
                 let data = if value.is_vector {
                     ResultData::Vector(vec![Sample {
                         labels: Labels::new(),
-                        point,
+                        ts: q.time,
+                        value: value.value,
                     }])
                 } else {
-                    ResultData::Scalar(point)
+                    ResultData::Scalar {
+                        ts: q.time,
+                        value: value.value,
+                    }
                 };
                 Ok(QueryOutput {
                     data,
@@ -195,9 +153,36 @@ fn stats(started: Instant, lines: u64, bytes: u64, returned: u64) -> Stats {
     Stats {
         lines_processed: lines,
         bytes_processed: bytes,
-        entries_returned: returned,
-        exec_seconds: started.elapsed().as_secs_f64(),
+        total_entries_returned: returned,
+        exec_time: started.elapsed(),
     }
+}
+
+/// A source stream as a result: structured metadata joins the labels.
+pub(crate) fn stream_result(stream: StreamData) -> Vec<StreamResult> {
+    let mut out: Vec<StreamResult> = Vec::new();
+    for entry in stream.entries {
+        let mut labels = stream.labels.clone();
+        let mut metadata = Labels::new();
+        for (name, value) in &entry.metadata {
+            labels.insert(name.clone(), value.clone());
+            metadata.insert(name.clone(), value.clone());
+        }
+        let result = ResultEntry {
+            ts: entry.ts,
+            line: entry.line,
+            structured_metadata: metadata,
+            parsed: Labels::new(),
+        };
+        match out.iter_mut().find(|s| s.labels == labels) {
+            Some(s) => s.entries.push(result),
+            None => out.push(StreamResult {
+                labels,
+                entries: vec![result],
+            }),
+        }
+    }
+    out
 }
 
 /// Keeps the `limit` first entries over all streams in `direction`, and at
@@ -263,7 +248,7 @@ fn log_output(
     streams.retain(|s| !s.entries.is_empty());
     let returned = streams.iter().map(|s| s.entries.len() as u64).sum();
     QueryOutput {
-        data: ResultData::Streams(streams),
+        data: ResultData::Streams(streams.into_iter().flat_map(stream_result).collect()),
         stats: stats(started, lines, bytes, returned),
     }
 }

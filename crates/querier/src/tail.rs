@@ -140,8 +140,12 @@ async fn run<S: LogSource + 'static>(
         if batch.is_empty() {
             continue;
         }
+        let batch: Vec<crate::eval::StreamResult> = batch
+            .into_iter()
+            .flat_map(crate::eval::stream_result)
+            .collect();
         let body = json!({
-            "streams": encode::streams(&batch, false),
+            "streams": encode::streams(&batch, false, Direction::Forward),
             "dropped_entries": null,
         });
         if socket

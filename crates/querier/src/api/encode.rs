@@ -2,12 +2,11 @@
 
 use std::collections::BTreeMap;
 
-use lucia_common::chunk::Entry;
 use lucia_common::labels::Labels;
 use serde_json::{Map, Value, json};
 
-use crate::eval::{Point, QueryOutput, ResultData, Stats};
-use crate::source::StreamData;
+use crate::eval::{QueryOutput, ResultData, ResultEntry, Stats, StreamResult};
+use crate::source::Direction;
 
 /// The header Grafana sends to ask for categorized labels.
 pub const ENCODING_FLAGS_HEADER: &str = "X-Loki-Response-Encoding-Flags";
@@ -35,68 +34,97 @@ pub fn format_value(value: f64) -> String {
 }
 
 /// `[<unix seconds>, "<value>"]`, seconds with millisecond precision.
-pub fn point(p: Point) -> Value {
-    let millis = p.ts.div_euclid(1_000_000);
-    let secs = millis as f64 / 1000.0;
-    let ts = serde_json::Number::from_f64(secs).map_or(Value::Null, Value::Number);
+pub fn point(ts: i64, value: f64) -> Value {
+    let millis = ts.div_euclid(1_000_000);
     // Whole seconds print without a fraction, as Go does.
     let ts = if millis % 1000 == 0 {
         Value::from(millis / 1000)
     } else {
-        ts
+        serde_json::Number::from_f64(millis as f64 / 1000.0).map_or(Value::Null, Value::Number)
     };
-    json!([ts, format_value(p.value)])
+    json!([ts, format_value(value)])
 }
 
-fn entry_value(entry: &Entry, categorize: bool) -> Value {
+fn label_map(labels: &Labels) -> Map<String, Value> {
+    labels
+        .iter()
+        .map(|l| (l.name.clone(), Value::String(l.value.clone())))
+        .collect()
+}
+
+fn entry_value(entry: &ResultEntry, categorize: bool) -> Value {
     let ts = Value::String(entry.ts.to_string());
     let line = Value::String(entry.line.clone());
-    if categorize && !entry.metadata.is_empty() {
-        let md: Map<String, Value> = entry
-            .metadata
-            .iter()
-            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-            .collect();
-        json!([ts, line, {"structuredMetadata": md}])
-    } else {
+    let mut categories = Map::new();
+    if categorize {
+        if !entry.structured_metadata.is_empty() {
+            categories.insert(
+                "structuredMetadata".into(),
+                Value::Object(label_map(&entry.structured_metadata)),
+            );
+        }
+        if !entry.parsed.is_empty() {
+            categories.insert("parsed".into(), Value::Object(label_map(&entry.parsed)));
+        }
+    }
+    if categories.is_empty() {
         json!([ts, line])
+    } else {
+        json!([ts, line, categories])
     }
 }
 
-/// Streams as Loki returns them. Without categorized labels, structured
-/// metadata joins the stream labels (an entry with other metadata lands in
-/// another stream), as Loki does.
-pub fn streams(streams: &[StreamData], categorize: bool) -> Value {
-    let mut out = Vec::with_capacity(streams.len());
-    for stream in streams {
-        if categorize || stream.entries.iter().all(|e| e.metadata.is_empty()) {
-            let values: Vec<Value> = stream
-                .entries
+/// The stream labels of an entry: its labels less metadata and parsed ones.
+fn stream_labels(labels: &Labels, entry: &ResultEntry) -> Labels {
+    let mut out = labels.clone();
+    for l in entry.structured_metadata.iter().chain(entry.parsed.iter()) {
+        out.remove(&l.name);
+    }
+    out
+}
+
+/// Streams as Loki returns them. By default each stream carries every
+/// label (stream, structured metadata, parsed); with categorized labels the
+/// stream has its own labels and each entry lists the others, and streams
+/// with the same stream labels are one.
+pub fn streams(streams: &[StreamResult], categorize: bool, direction: Direction) -> Value {
+    if !categorize {
+        return Value::Array(
+            streams
                 .iter()
-                .map(|e| entry_value(e, categorize))
-                .collect();
-            out.push(json!({"stream": labels_object(&stream.labels), "values": values}));
-            continue;
-        }
-        // Split by metadata, keeping first-seen order of the label sets.
-        let mut order: Vec<String> = Vec::new();
-        let mut groups: BTreeMap<String, (Labels, Vec<Value>)> = BTreeMap::new();
+                .map(|s| {
+                    let values: Vec<Value> =
+                        s.entries.iter().map(|e| entry_value(e, false)).collect();
+                    json!({"stream": labels_object(&s.labels), "values": values})
+                })
+                .collect(),
+        );
+    }
+    let mut order: Vec<String> = Vec::new();
+    let mut groups: BTreeMap<String, (Labels, Vec<&ResultEntry>)> = BTreeMap::new();
+    for stream in streams {
         for entry in &stream.entries {
-            let mut labels = stream.labels.clone();
-            for (name, value) in &entry.metadata {
-                labels.insert(name.clone(), value.clone());
-            }
+            let labels = stream_labels(&stream.labels, entry);
             let key = labels.to_string();
-            let group = groups.entry(key.clone()).or_insert_with(|| {
-                order.push(key);
-                (labels, Vec::new())
-            });
-            group.1.push(entry_value(entry, false));
+            groups
+                .entry(key.clone())
+                .or_insert_with(|| {
+                    order.push(key);
+                    (labels, Vec::new())
+                })
+                .1
+                .push(entry);
         }
-        for key in order {
-            if let Some((labels, values)) = groups.remove(&key) {
-                out.push(json!({"stream": labels_object(&labels), "values": values}));
+    }
+    let mut out = Vec::with_capacity(order.len());
+    for key in order {
+        if let Some((labels, mut entries)) = groups.remove(&key) {
+            match direction {
+                Direction::Forward => entries.sort_by_key(|e| e.ts),
+                Direction::Backward => entries.sort_by_key(|e| std::cmp::Reverse(e.ts)),
             }
+            let values: Vec<Value> = entries.iter().map(|e| entry_value(e, true)).collect();
+            out.push(json!({"stream": labels_object(&labels), "values": values}));
         }
     }
     Value::Array(out)
@@ -105,9 +133,10 @@ pub fn streams(streams: &[StreamData], categorize: bool) -> Value {
 /// Loki's `stats` object (the summary is filled; the per-component parts
 /// are present with zeros so that clients reading them find numbers).
 pub fn stats(stats: &Stats) -> Value {
+    let exec_seconds = stats.exec_time.as_secs_f64();
     let per_sec = |n: u64| {
-        if stats.exec_seconds > 0.0 {
-            (n as f64 / stats.exec_seconds) as u64
+        if exec_seconds > 0.0 {
+            (n as f64 / exec_seconds) as u64
         } else {
             0
         }
@@ -142,10 +171,10 @@ pub fn stats(stats: &Stats) -> Value {
             "linesProcessedPerSecond": per_sec(stats.lines_processed),
             "totalBytesProcessed": stats.bytes_processed,
             "totalLinesProcessed": stats.lines_processed,
-            "execTime": stats.exec_seconds,
+            "execTime": exec_seconds,
             "queueTime": 0,
             "subqueries": 0,
-            "totalEntriesReturned": stats.entries_returned,
+            "totalEntriesReturned": stats.total_entries_returned,
             "splits": 0,
             "shards": 0,
             "totalPostFilterLines": stats.lines_processed,
@@ -163,15 +192,15 @@ pub fn stats(stats: &Stats) -> Value {
 }
 
 /// The full `query`/`query_range` answer.
-pub fn query_response(output: &QueryOutput, categorize: bool) -> Value {
+pub fn query_response(output: &QueryOutput, categorize: bool, direction: Direction) -> Value {
     let (result_type, result) = match &output.data {
-        ResultData::Streams(s) => ("streams", streams(s, categorize)),
+        ResultData::Streams(s) => ("streams", streams(s, categorize, direction)),
         ResultData::Vector(samples) => (
             "vector",
             Value::Array(
                 samples
                     .iter()
-                    .map(|s| json!({"metric": labels_object(&s.labels), "value": point(s.point)}))
+                    .map(|s| json!({"metric": labels_object(&s.labels), "value": point(s.ts, s.value)}))
                     .collect(),
             ),
         ),
@@ -181,13 +210,14 @@ pub fn query_response(output: &QueryOutput, categorize: bool) -> Value {
                 series
                     .iter()
                     .map(|s| {
-                        let values: Vec<Value> = s.points.iter().map(|p| point(*p)).collect();
+                        let values: Vec<Value> =
+                            s.points.iter().map(|(ts, v)| point(*ts, *v)).collect();
                         json!({"metric": labels_object(&s.labels), "values": values})
                     })
                     .collect(),
             ),
         ),
-        ResultData::Scalar(p) => ("scalar", point(*p)),
+        ResultData::Scalar { ts, value } => ("scalar", point(*ts, *value)),
     };
     let mut data = json!({
         "resultType": result_type,
@@ -208,32 +238,40 @@ mod tests {
     use super::*;
     use crate::eval::{Sample, Series};
 
-    fn entry(ts: i64, line: &str, md: &[(&str, &str)]) -> Entry {
-        Entry {
+    fn entry(ts: i64, line: &str, md: &[(&str, &str)]) -> ResultEntry {
+        ResultEntry {
             ts,
             line: line.into(),
-            metadata: md.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect(),
+            structured_metadata: Labels::from_pairs(md.iter().copied()),
+            parsed: Labels::new(),
         }
     }
 
     #[test]
-    fn streams_split_metadata_unless_categorized() {
-        let data = vec![StreamData {
-            labels: Labels::from_pairs([("app", "a")]),
-            entries: vec![entry(2, "two", &[("trace", "t2")]), entry(1, "one", &[])],
-        }];
-        let plain = streams(&data, false);
+    fn categorized_streams_split_labels_by_kind() {
+        let data = vec![
+            StreamResult {
+                labels: Labels::from_pairs([("app", "a"), ("trace", "t2")]),
+                entries: vec![entry(2, "two", &[("trace", "t2")])],
+            },
+            StreamResult {
+                labels: Labels::from_pairs([("app", "a")]),
+                entries: vec![entry(1, "one", &[]), entry(3, "three", &[])],
+            },
+        ];
+        let plain = streams(&data, false, Direction::Backward);
         assert_eq!(
             plain,
             json!([
                 {"stream": {"app": "a", "trace": "t2"}, "values": [["2", "two"]]},
-                {"stream": {"app": "a"}, "values": [["1", "one"]]}
+                {"stream": {"app": "a"}, "values": [["1", "one"], ["3", "three"]]}
             ])
         );
-        let categorized = streams(&data, true);
+        let categorized = streams(&data, true, Direction::Backward);
         assert_eq!(
             categorized,
             json!([{"stream": {"app": "a"}, "values": [
+                ["3", "three"],
                 ["2", "two", {"structuredMetadata": {"trace": "t2"}}],
                 ["1", "one"]
             ]}])
@@ -242,26 +280,22 @@ mod tests {
 
     #[test]
     fn metric_shapes() {
-        let p = Point {
-            ts: 1_700_000_000_500_000_000,
-            value: 2.0,
-        };
-        assert_eq!(point(p), json!([1_700_000_000.5, "2"]));
+        let ts = 1_700_000_000_500_000_000;
+        assert_eq!(point(ts, 2.0), json!([1_700_000_000.5, "2"]));
         assert_eq!(
-            point(Point {
-                ts: 1_700_000_000_000_000_000,
-                value: f64::NAN
-            }),
+            point(1_700_000_000_000_000_000, f64::NAN),
             json!([1_700_000_000i64, "NaN"])
         );
+        assert_eq!(format_value(f64::NEG_INFINITY), "-Inf");
         let out = QueryOutput {
             data: ResultData::Vector(vec![Sample {
                 labels: Labels::new(),
-                point: p,
+                ts,
+                value: 2.0,
             }]),
             stats: Stats::default(),
         };
-        let v = query_response(&out, true);
+        let v = query_response(&out, true, Direction::Backward);
         assert_eq!(v["status"], "success");
         assert_eq!(v["data"]["resultType"], "vector");
         assert_eq!(v["data"]["result"][0]["value"][1], "2");
@@ -270,12 +304,18 @@ mod tests {
         let out = QueryOutput {
             data: ResultData::Matrix(vec![Series {
                 labels: Labels::from_pairs([("a", "b")]),
-                points: vec![p],
+                points: vec![(ts, 2.0)],
             }]),
             stats: Stats::default(),
         };
-        let v = query_response(&out, false);
+        let v = query_response(&out, false, Direction::Backward);
         assert_eq!(v["data"]["result"][0]["metric"]["a"], "b");
         assert_eq!(v["data"]["result"][0]["values"][0][1], "2");
+        let out = QueryOutput {
+            data: ResultData::Scalar { ts, value: 3.0 },
+            stats: Stats::default(),
+        };
+        let v = query_response(&out, false, Direction::Backward);
+        assert_eq!(v["data"]["result"], json!([1_700_000_000.5, "3"]));
     }
 }

@@ -233,17 +233,19 @@ async fn query<S: LogSource + 'static>(
     let time = r.params.time("time")?.unwrap_or_else(now_nanos);
     let limit = r.params.usize("limit", DEFAULT_LIMIT)?;
     q.limits.check_entries(limit)?;
+    let direction = r.params.direction()?;
     let output = q
         .timed(q.eval.instant(InstantQuery {
             tenant: r.tenant,
             query,
             time,
             limit,
-            direction: r.params.direction()?,
+            direction,
         }))
         .await?;
     check_result_size(&q.limits, &output.data)?;
-    Ok(axum::Json(encode::query_response(&output, categorize(&r.headers))).into_response())
+    let body = encode::query_response(&output, categorize(&r.headers), direction);
+    Ok(axum::Json(body).into_response())
 }
 
 async fn query_range<S: LogSource + 'static>(
@@ -277,7 +279,8 @@ async fn query_range<S: LogSource + 'static>(
         }))
         .await?;
     check_result_size(&q.limits, &output.data)?;
-    Ok(axum::Json(encode::query_response(&output, categorize(&r.headers))).into_response())
+    let body = encode::query_response(&output, categorize(&r.headers), direction);
+    Ok(axum::Json(body).into_response())
 }
 
 fn check_result_size(
@@ -289,7 +292,7 @@ fn check_result_size(
         ResultData::Streams(s) => s.len(),
         ResultData::Vector(v) => v.len(),
         ResultData::Matrix(m) => m.len(),
-        ResultData::Scalar(_) => 0,
+        ResultData::Scalar { .. } => 0,
     };
     limits.check_series(count)
 }
@@ -458,14 +461,10 @@ async fn volume<S: LogSource + 'static>(
             .then_with(|| a.0.to_string().cmp(&b.0.to_string()))
     });
     groups.truncate(limit);
-    let at = crate::eval::Point {
-        ts: end,
-        value: 0.0,
-    };
     let result: Vec<Value> = groups
         .iter()
         .map(|(labels, bytes)| {
-            let mut p = encode::point(at);
+            let mut p = encode::point(end, 0.0);
             p[1] = Value::String(bytes.to_string());
             json!({"metric": encode::labels_object(labels), "value": p})
         })
@@ -500,7 +499,7 @@ async fn volume_range<S: LogSource + 'static>(
             let values: Vec<Value> = buckets
                 .into_iter()
                 .map(|(ts, bytes)| {
-                    let mut p = encode::point(crate::eval::Point { ts, value: 0.0 });
+                    let mut p = encode::point(ts, 0.0);
                     p[1] = Value::String(bytes.to_string());
                     p
                 })
