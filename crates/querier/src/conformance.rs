@@ -106,7 +106,9 @@ pub async fn run_text(name: &str, text: &str) -> FileReport {
                 Ok(()) => report.passed += 1,
                 Err(reason) => {
                     report.failed += 1;
-                    report.failures.push(format!("{name}:{lineno}: {line}: {reason}"));
+                    report
+                        .failures
+                        .push(format!("{name}:{lineno}: {line}: {reason}"));
                 }
             }
         } else {
@@ -214,7 +216,9 @@ fn load_line(source: &MemorySource, raw: &str) -> Result<(), String> {
         } else if let Some(pairs) = body.strip_prefix("metadata") {
             let mut pairs = pairs.trim();
             while !pairs.is_empty() {
-                let eq = pairs.find('=').ok_or("expected name=\"value\" in metadata")?;
+                let eq = pairs
+                    .find('=')
+                    .ok_or("expected name=\"value\" in metadata")?;
                 let name = pairs[..eq].trim().to_string();
                 let (value, next) =
                     unquote(pairs, eq + 1).map_err(|(_, reason)| reason.to_string())?;
@@ -279,9 +283,8 @@ fn expand_token(token: &str, out: &mut Vec<Option<f64>>) -> Result<(), String> {
     }
     // Split `a+b` / `a-b` at the sign that is not the leading one nor an exponent's.
     let bytes = base.as_bytes();
-    let split = (1..bytes.len()).find(|&i| {
-        matches!(bytes[i], b'+' | b'-') && !matches!(bytes[i - 1], b'e' | b'E')
-    });
+    let split = (1..bytes.len())
+        .find(|&i| matches!(bytes[i], b'+' | b'-') && !matches!(bytes[i - 1], b'e' | b'E'));
     let (start, delta) = match split {
         Some(i) => {
             let delta = parse_value(&base[i + 1..])?;
@@ -498,7 +501,10 @@ fn compare(
             .collect(),
     };
     if let Some(want) = scalar {
-        return Err(format!("expected scalar {want}, got {} series", actual.len()));
+        return Err(format!(
+            "expected scalar {want}, got {} series",
+            actual.len()
+        ));
     }
     let describe = |set: &[(Labels, Vec<Option<f64>>)]| {
         set.iter()
@@ -605,7 +611,10 @@ mod tests {
         let e = &streams[0].entries;
         assert_eq!(e[2].line, "n=2");
         assert_eq!(e[2].ts, 110_000_000_000);
-        assert_eq!(e[0].metadata, vec![("k".into(), "v".into()), ("j".into(), "w".into())]);
+        assert_eq!(
+            e[0].metadata,
+            vec![("k".into(), "v".into()), ("j".into(), "w".into())]
+        );
         assert!(load_line(&source, r#"{app="a"} "x" 5s"#).is_err());
     }
 

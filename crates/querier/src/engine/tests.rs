@@ -47,8 +47,16 @@ fn engine() -> Engine<MemorySource> {
         labels(&[("app", "a")]),
         [entry(1, "a1"), entry(4, "a4"), entry(7, "a7")],
     );
-    source.push("t", labels(&[("app", "b")]), [entry(2, "b2"), entry(5, "b5")]);
-    source.push("t", labels(&[("app", "c")]), [entry(3, "c3"), entry(4, "c4")]);
+    source.push(
+        "t",
+        labels(&[("app", "b")]),
+        [entry(2, "b2"), entry(5, "b5")],
+    );
+    source.push(
+        "t",
+        labels(&[("app", "c")]),
+        [entry(3, "c3"), entry(4, "c4")],
+    );
     source.push("other", labels(&[("app", "a")]), [entry(1, "secret")]);
     Engine::new(source, Limits::default())
 }
@@ -163,7 +171,9 @@ async fn streams_merge_by_final_labels_and_duplicates_drop() {
     let e = Engine::new(source, Limits::default());
     let q = Expr::Log(log(
         r#"{app="x"}"#,
-        vec![Stage::Drop(vec![ast::LabelSelector::Name("pod".to_string())])],
+        vec![Stage::Drop(vec![ast::LabelSelector::Name(
+            "pod".to_string(),
+        )])],
     ));
     let got = streams(
         e.query_range("t", &q, range(0, 10, Direction::Backward, 100))
@@ -220,7 +230,10 @@ async fn limits_answer_with_clear_errors() {
         .query_instant("t", &q, 5 * S, Direction::Backward, 10)
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("not supported as an instant query"));
+    assert!(
+        err.to_string()
+            .contains("not supported as an instant query")
+    );
 }
 
 fn count_over(selector: &str, range_s: u64, offset_s: u64) -> ast::RangeAggregation {
@@ -258,10 +271,14 @@ async fn count_over_time_uses_left_open_windows() {
     // Windows (t-3, t]: t=4 → (1,4] = {4}, t=7 → (4,7] = {7} (4 is on the
     // open edge), t=10 → (7,10] is empty: no point.
     let got = matrix(
-        e.query_range("t", &q, RangeParams {
-            step: Duration::from_secs(3),
-            ..range(4, 10, Direction::Backward, 0)
-        })
+        e.query_range(
+            "t",
+            &q,
+            RangeParams {
+                step: Duration::from_secs(3),
+                ..range(4, 10, Direction::Backward, 0)
+            },
+        )
         .await
         .unwrap(),
     );
@@ -344,10 +361,14 @@ async fn absent_over_time_reports_the_selector_labels() {
     let q = Expr::Metric(MetricExpr::Range(ra));
     // b has entries at 2 and 5: windows (t-2, t] at 2,4,6,8 → present, absent, present, absent.
     let got = matrix(
-        e.query_range("t", &q, RangeParams {
-            step: Duration::from_secs(2),
-            ..range(2, 8, Direction::Backward, 0)
-        })
+        e.query_range(
+            "t",
+            &q,
+            RangeParams {
+                step: Duration::from_secs(2),
+                ..range(2, 8, Direction::Backward, 0)
+            },
+        )
         .await
         .unwrap(),
     );
@@ -360,11 +381,7 @@ async fn absent_over_time_reports_the_selector_labels() {
 #[tokio::test]
 async fn error_series_fail_the_query_and_series_limit_applies() {
     let source = MemorySource::new();
-    source.push(
-        "t",
-        labels(&[("app", "a"), ("v", "oops")]),
-        [entry(1, "x")],
-    );
+    source.push("t", labels(&[("app", "a"), ("v", "oops")]), [entry(1, "x")]);
     let e = Engine::new(
         source.clone(),
         Limits {
@@ -421,26 +438,43 @@ async fn validation_messages_match_loki() {
         labels: vec!["app".to_string()],
     });
     let err = e
-        .query_instant("t", &Expr::Metric(MetricExpr::Range(ra)), S, Direction::Backward, 0)
+        .query_instant(
+            "t",
+            &Expr::Metric(MetricExpr::Range(ra)),
+            S,
+            Direction::Backward,
+            0,
+        )
         .await
         .unwrap_err();
-    assert!(err
-        .to_string()
-        .contains("grouping not allowed for count_over_time aggregation"));
+    assert!(
+        err.to_string()
+            .contains("grouping not allowed for count_over_time aggregation")
+    );
     let mut ra = count_over(r#"{app="a"}"#, 10, 0);
     ra.op = RangeOp::AvgOverTime;
     let err = e
-        .query_instant("t", &Expr::Metric(MetricExpr::Range(ra)), S, Direction::Backward, 0)
+        .query_instant(
+            "t",
+            &Expr::Metric(MetricExpr::Range(ra)),
+            S,
+            Direction::Backward,
+            0,
+        )
         .await
         .unwrap_err();
-    assert!(err
-        .to_string()
-        .contains("invalid aggregation avg_over_time without unwrap"));
+    assert!(
+        err.to_string()
+            .contains("invalid aggregation avg_over_time without unwrap")
+    );
 }
 
 #[test]
 fn quantile_and_counter_rate_follow_prometheus() {
-    assert_eq!(metric_fns::quantile(0.4, vec![5.0, 1.0, 2.0, 3.0, 4.0]), 2.6);
+    assert_eq!(
+        metric_fns::quantile(0.4, vec![5.0, 1.0, 2.0, 3.0, 4.0]),
+        2.6
+    );
     assert_eq!(metric_fns::quantile(1.5, vec![1.0]), f64::INFINITY);
     // c=100 @90s, 130 @120s over (60s, 120s]: 30 extrapolated to 60s / 60s = 1.
     let w = [(90 * S, 100.0), (120 * S, 130.0)];
