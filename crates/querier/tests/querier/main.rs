@@ -1,0 +1,3 @@
+//! Integration tests of the querier crate (one binary).
+
+mod conformance;
