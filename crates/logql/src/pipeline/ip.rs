@@ -77,11 +77,26 @@ impl IpMatcher {
                 i += 1;
             }
             let candidate = text[start..i].trim_matches(|c| c == ':' || c == '.');
-            if candidate.len() >= 2
-                && let Ok(ip) = candidate.parse::<IpAddr>()
-                && self.contains(ip)
-            {
-                return true;
+            if candidate.len() < 2 {
+                continue;
+            }
+            match candidate.parse::<IpAddr>() {
+                Ok(ip) => {
+                    if self.contains(ip) {
+                        return true;
+                    }
+                }
+                // `1.2.3.4:80` and other IPv4 addresses glued with colons.
+                Err(_) if candidate.contains('.') => {
+                    let found = candidate
+                        .split(':')
+                        .filter_map(|part| part.parse::<std::net::Ipv4Addr>().ok())
+                        .any(|ip| self.contains(IpAddr::V4(ip)));
+                    if found {
+                        return true;
+                    }
+                }
+                Err(_) => {}
             }
         }
         false

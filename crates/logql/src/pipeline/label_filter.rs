@@ -161,10 +161,10 @@ pub fn parse_go_float(s: &str) -> Result<f64, String> {
         lower.trim_start_matches(['+', '-']),
         "inf" | "infinity" | "nan"
     );
-    if ok || special {
-        if let Ok(v) = s.parse::<f64>() {
-            return Ok(v);
-        }
+    if (ok || special)
+        && let Ok(v) = s.parse::<f64>()
+    {
+        return Ok(v);
     }
     Err(format!("strconv.ParseFloat: parsing {s:?}: invalid syntax"))
 }

@@ -128,6 +128,7 @@ pub struct LabelsBuilder {
     err: String,
     err_details: String,
     cache: HashMap<u64, Arc<LabelsResult>>,
+    scratch: Vec<(String, String, LabelCategory)>,
 }
 
 const MAX_CACHED_RESULTS: usize = 4096;
@@ -143,6 +144,7 @@ impl LabelsBuilder {
             err: String::new(),
             err_details: String::new(),
             cache: HashMap::new(),
+            scratch: Vec::new(),
         }
     }
 
@@ -341,10 +343,7 @@ impl LabelsBuilder {
         let meta = &self.add[LabelCategory::StructuredMetadata as usize];
         let parsed = &self.add[LabelCategory::Parsed as usize];
         for l in &self.base {
-            if self.del.iter().any(|d| *d == l.name)
-                || meta.contains(&l.name)
-                || parsed.contains(&l.name)
-            {
+            if self.del.contains(&l.name) || meta.contains(&l.name) || parsed.contains(&l.name) {
                 continue;
             }
             f(
@@ -364,6 +363,12 @@ impl LabelsBuilder {
             }
         }
         for (n, v) in parsed.as_slice() {
+            // The line's own error wins over a parsed label of that name.
+            if (n == ERROR_LABEL && !self.err.is_empty())
+                || (n == ERROR_DETAILS_LABEL && !self.err_details.is_empty())
+            {
+                continue;
+            }
             f(n, v, LabelCategory::Parsed);
         }
         if !self.err.is_empty() {
@@ -384,42 +389,54 @@ impl LabelsBuilder {
         if !self.changed() {
             return self.base_result.clone();
         }
-        // Collect (pointer into self) as owned triples, sort by name, hash.
-        let mut pairs: Vec<(&str, &str, LabelCategory)> = Vec::with_capacity(16);
+        // Copy the visible labels into reused strings (no allocation once
+        // warm), sort by name, hash, and look the set up.
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let mut len = 0;
         self.for_each(|n, v, c| {
-            pairs.push((n, v, c));
+            if let Some(slot) = scratch.get_mut(len) {
+                slot.0.clear();
+                slot.0.push_str(n);
+                slot.1.clear();
+                slot.1.push_str(v);
+                slot.2 = c;
+            } else {
+                scratch.push((n.to_string(), v.to_string(), c));
+            }
+            len += 1;
         });
-        pairs.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        pairs.dedup_by(|a, b| a.0 == b.0);
-        let hash = hash_pairs(pairs.iter().map(|(n, v, _)| (*n, *v)));
+        let pairs = &mut scratch[..len];
+        pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        let hash = hash_pairs(pairs.iter().map(|(n, v, _)| (n.as_str(), v.as_str())));
         if let Some(cached) = self.cache.get(&hash)
             && cached.labels.len() == pairs.len()
             && cached
                 .labels
                 .iter()
-                .zip(&pairs)
+                .zip(pairs.iter())
                 .all(|(l, (n, v, _))| l.name == *n && l.value == *v)
         {
-            return cached.clone();
+            let cached = cached.clone();
+            self.scratch = scratch;
+            return cached;
         }
-        let mut stream = Vec::new();
-        let mut meta = Vec::new();
-        let mut parsed = Vec::new();
-        for (n, v, c) in &pairs {
-            match c {
-                LabelCategory::Stream => stream.push((*n, *v)),
-                LabelCategory::StructuredMetadata => meta.push((*n, *v)),
-                LabelCategory::Parsed => parsed.push((*n, *v)),
-            }
-        }
+        let pairs = &scratch[..len];
+        let pick = |cat: LabelCategory| {
+            Labels::from_pairs(
+                pairs
+                    .iter()
+                    .filter(|p| p.2 == cat)
+                    .map(|p| (p.0.as_str(), p.1.as_str())),
+            )
+        };
         let result = Arc::new(LabelsResult {
-            labels: Labels::from_pairs(pairs.iter().map(|(n, v, _)| (*n, *v))),
+            labels: Labels::from_pairs(pairs.iter().map(|p| (p.0.as_str(), p.1.as_str()))),
             hash,
-            stream: Labels::from_pairs(stream),
-            structured_metadata: Labels::from_pairs(meta),
-            parsed: Labels::from_pairs(parsed),
+            stream: pick(LabelCategory::Stream),
+            structured_metadata: pick(LabelCategory::StructuredMetadata),
+            parsed: pick(LabelCategory::Parsed),
         });
-        drop(pairs);
+        self.scratch = scratch;
         if self.cache.len() >= MAX_CACHED_RESULTS {
             self.cache.clear();
         }

@@ -179,25 +179,11 @@ fn eval_operand(op: &Operand, data: &dyn TemplateData) -> Result<Value, Template
     Ok(match op {
         Operand::Dot => Value::Dot,
         Operand::Field(path) => {
-            let mut it = path.iter();
-            let first = it.next().map(String::as_str).unwrap_or("");
-            let mut v = Value::Str(data.get(first).unwrap_or("").to_string());
-            for field in it {
-                v = match v {
-                    Value::Map(m) => m
-                        .into_iter()
-                        .find(|(k, _)| k == field)
-                        .map(|(_, v)| v)
-                        .unwrap_or(Value::Nil),
-                    _ => {
-                        return Err(TemplateError::Exec(format!(
-                            "can't evaluate field {field} in type string"
-                        )));
-                    }
-                };
-            }
-            v
+            let first = path.first().map(String::as_str).unwrap_or("");
+            let root = Value::Str(data.get(first).unwrap_or("").to_string());
+            walk_fields(root, &path[1..])?
         }
+        Operand::Chain(op, path) => walk_fields(eval_operand(op, data)?, path)?,
         Operand::Str(s) => Value::Str(s.clone()),
         Operand::Int(i) => Value::Int(*i),
         Operand::Float(f) => Value::Float(*f),
@@ -206,6 +192,25 @@ fn eval_operand(op: &Operand, data: &dyn TemplateData) -> Result<Value, Template
         Operand::Pipe(p) => eval_pipe(p, data)?,
         Operand::Func(name) => funcs::call(name, Vec::new(), data)?,
     })
+}
+
+fn walk_fields(mut v: Value, path: &[String]) -> Result<Value, TemplateError> {
+    for field in path {
+        v = match v {
+            Value::Map(m) => m
+                .into_iter()
+                .find(|(k, _)| k == field)
+                .map(|(_, v)| v)
+                .unwrap_or(Value::Nil),
+            Value::Nil => Value::Nil,
+            _ => {
+                return Err(TemplateError::Exec(format!(
+                    "can't evaluate field {field} in type string"
+                )));
+            }
+        };
+    }
+    Ok(v)
 }
 
 fn eval_command(

@@ -15,6 +15,8 @@ pub enum Operand {
     Nil,
     Pipe(Box<Pipe>),
     Func(String),
+    /// `(pipe).a.b`.
+    Chain(Box<Operand>, Vec<String>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -105,8 +107,10 @@ fn split(src: &str) -> Result<Vec<Piece<'_>>, TemplateError> {
         };
         let mut inner_end = close;
         trim_next_text = false;
-        if close >= inner_start + 2 && &rest[close - 2..close] == " -"
-            || (close >= inner_start + 2 && rest[..close].ends_with("\t-"))
+        let before = &rest[inner_start..close];
+        if before.len() >= 2
+            && before.ends_with('-')
+            && before[..before.len() - 1].ends_with([' ', '\t', '\n', '\r'])
         {
             inner_end -= 1;
             trim_next_text = true;
@@ -123,6 +127,8 @@ fn split(src: &str) -> Result<Vec<Piece<'_>>, TemplateError> {
 enum Tok {
     Dot,
     Field(Vec<String>),
+    /// `.a.b` right after `)`.
+    Chain(Vec<String>),
     Ident(String),
     Str(String),
     Int(i64),
@@ -197,7 +203,11 @@ fn lex(src: &str) -> Result<Vec<Tok>, TemplateError> {
                     toks.push(Tok::Dot);
                     i += 1;
                 } else {
-                    toks.push(Tok::Field(path));
+                    if i > 0 && b[i - 1] == b')' {
+                        toks.push(Tok::Chain(path));
+                    } else {
+                        toks.push(Tok::Field(path));
+                    }
                     i = j;
                 }
             }
@@ -311,6 +321,12 @@ impl PipeParser {
                 Tok::LParen => cmd.push(Operand::Pipe(Box::new(self.pipe(true)?))),
                 Tok::Dot => cmd.push(Operand::Dot),
                 Tok::Field(path) => cmd.push(Operand::Field(path)),
+                Tok::Chain(path) => {
+                    let Some(prev) = cmd.pop() else {
+                        return Err(perr("unexpected field chain"));
+                    };
+                    cmd.push(Operand::Chain(Box::new(prev), path));
+                }
                 Tok::Str(s) => cmd.push(Operand::Str(s)),
                 Tok::Int(i) => cmd.push(Operand::Int(i)),
                 Tok::Float(f) => cmd.push(Operand::Float(f)),

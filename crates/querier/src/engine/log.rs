@@ -67,17 +67,19 @@ impl<S: LogSource> Engine<S> {
                 {
                     continue;
                 }
-                let Some((line, labels)) = per_stream.process(&entry.line, &entry.metadata) else {
+                let Some((line, labels)) =
+                    per_stream.process(entry.ts, &entry.line, &entry.metadata)
+                else {
                     continue;
                 };
                 last_kept = Some(entry.ts);
                 all.push((
-                    labels.labels.clone(),
+                    labels.labels().clone(),
                     ResultEntry {
                         ts: entry.ts,
                         line,
-                        structured_metadata: labels.structured_metadata.clone(),
-                        parsed: labels.parsed.clone(),
+                        structured_metadata: labels.structured_metadata().clone(),
+                        parsed: labels.parsed().clone(),
                     },
                 ));
             }

@@ -281,16 +281,14 @@ impl<S: LogSource> Engine<S> {
                 if entry.ts < start || entry.ts >= end {
                     continue;
                 }
-                let Some((bytes, value, labels)) = per_stream.extract(&entry.line, &entry.metadata)
+                let bytes = matches!(ra.op, RangeOp::BytesOverTime | RangeOp::BytesRate);
+                let Some((value, labels)) =
+                    per_stream.extract(entry.ts, &entry.line, &entry.metadata, bytes)
                 else {
                     continue;
                 };
-                let value = match ra.op {
-                    RangeOp::BytesOverTime | RangeOp::BytesRate => bytes as f64,
-                    _ => value,
-                };
                 series
-                    .entry(labels.labels.clone())
+                    .entry(labels.labels().clone())
                     .or_default()
                     .push((entry.ts, value));
             }
