@@ -50,4 +50,10 @@ impl FileConfig {
         config.storage = self.storage.clone();
         config
     }
+
+    pub fn querier(&self) -> lucia_querier::Config {
+        let mut config = self.querier.clone();
+        config.storage = self.storage.clone();
+        config
+    }
 }

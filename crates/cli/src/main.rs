@@ -37,7 +37,7 @@ enum Command {
     Distributor(RoleArgs),
     /// Keep recent logs in a WAL and memory, and flush chunks to the object store
     Ingester(RoleArgs),
-    /// Serve the Loki read API (not implemented yet: /ready and /metrics only)
+    /// Serve the Loki read API: LogQL over the ingesters and the object store, and live tail
     Querier(RoleArgs),
     /// Scrape and store metrics, serve PromQL (not implemented yet: /ready and /metrics only)
     Tsdb(RoleArgs),
@@ -52,6 +52,19 @@ enum Command {
     /// Load generators for benchmarks
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Test tools: run conformance files against the engines
+    #[command(subcommand)]
+    Test(TestCommand),
+}
+
+#[derive(Subcommand)]
+enum TestCommand {
+    /// Run Loki `.logqltest` files against the LogQL engine; exits nonzero when a case fails
+    Logql {
+        /// `.logqltest` files
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -87,7 +100,7 @@ struct RoleArgs {
 
 fn main() -> std::process::ExitCode {
     match real_main() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             // Print the cause chain, not a backtrace: these are user errors.
             eprintln!("lucia: {err:#}");
@@ -96,14 +109,22 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn real_main() -> anyhow::Result<()> {
+fn real_main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
     if let Command::Bench(BenchCommand::Push(args)) = cli.command {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .context("cannot start the async runtime")?;
-        return runtime.block_on(bench::push(args));
+        runtime.block_on(bench::push(args))?;
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    if let Command::Test(TestCommand::Logql { files }) = &cli.command {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        return runtime.block_on(test_logql(files));
     }
     let (role, args) = match &cli.command {
         Command::All(a) => ("all", a),
@@ -115,7 +136,7 @@ fn real_main() -> anyhow::Result<()> {
         Command::AlertRouter(a) => ("alert-router", a),
         Command::Gateway(a) => ("gateway", a),
         Command::Agent(a) => ("agent", a),
-        Command::Bench(_) => unreachable!("handled above"),
+        Command::Bench(_) | Command::Test(_) => unreachable!("handled above"),
     };
     let file = match &args.config_file {
         Some(path) => FileConfig::load(path, args.config_expand_env)?,
@@ -130,6 +151,31 @@ fn real_main() -> anyhow::Result<()> {
             telemetry::init(&format!("lucia-{role}"), &args.log_level, args.log_format)
                 .map_err(anyhow::Error::msg)?;
         run(role, args.clone(), file).await
+    })?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// `lucia test logql FILE...`: prints each failure and per-file counts, and
+/// ends with `N passed, M failed`.
+async fn test_logql(files: &[PathBuf]) -> anyhow::Result<std::process::ExitCode> {
+    let (mut passed, mut failed) = (0, 0);
+    for path in files {
+        let report = lucia_querier::conformance::run_file(path).await?;
+        for failure in &report.failures {
+            println!("FAIL {failure}");
+        }
+        println!(
+            "{}: {} passed, {} failed",
+            report.name, report.passed, report.failed
+        );
+        passed += report.passed;
+        failed += report.failed;
+    }
+    println!("{passed} passed, {failed} failed");
+    Ok(if failed == 0 {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
     })
 }
 
@@ -157,7 +203,7 @@ async fn run(role: &str, args: RoleArgs, file: FileConfig) -> anyhow::Result<()>
             Ok(lucia_ingester::distributor::run(file.distributor(), process, shutdown).await?)
         }
         "ingester" => Ok(lucia_ingester::ingester::run(file.ingester(), process, shutdown).await?),
-        "querier" => Ok(lucia_querier::run(file.querier, process, shutdown).await?),
+        "querier" => Ok(lucia_querier::run(file.querier(), process, shutdown).await?),
         "tsdb" => Ok(lucia_tsdb::run(file.tsdb, process, shutdown).await?),
         "ruler" => Ok(lucia_ruler::run(file.ruler, process, shutdown).await?),
         "alert-router" => Ok(lucia_alert_router::run(file.alert_router, process, shutdown).await?),
@@ -191,6 +237,7 @@ async fn run_all(
     let roles = vec![
         lucia_ingester::ingester::start(file.ingester(), ctx.clone()).await?,
         lucia_ingester::distributor::start(file.distributor(), ctx.clone()).await?,
+        lucia_querier::start(file.querier(), ctx.clone()).await?,
     ];
     tracing::info!(addr = %advertise_addr, "lucia all listening");
     server::serve_roles(listener, &ctx, roles).await?;

@@ -1,0 +1,48 @@
+//! Runs Loki's `.logqltest` corpus and ratchets the number of passing cases.
+
+use std::path::PathBuf;
+
+use lucia_querier::conformance::run_file;
+
+/// Cases known to pass; raise it as the engine improves, never lower it.
+const MIN_PASSING: usize = 0;
+
+#[tokio::test]
+async fn logql_conformance_corpus() {
+    let dir = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/conformance/logql"
+    ));
+    let Ok(read) = std::fs::read_dir(&dir) else {
+        println!("no corpus at {}: skipped", dir.display());
+        return;
+    };
+    let mut files: Vec<PathBuf> = read
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "logqltest"))
+        .collect();
+    files.sort();
+    assert!(
+        !files.is_empty(),
+        "no .logqltest files in {}",
+        dir.display()
+    );
+    let (mut passed, mut failed) = (0, 0);
+    for file in &files {
+        let report = run_file(file).await.expect("corpus file is readable");
+        println!(
+            "{}: {} passed, {} failed",
+            report.name, report.passed, report.failed
+        );
+        for failure in report.failures.iter().take(5) {
+            println!("  {failure}");
+        }
+        passed += report.passed;
+        failed += report.failed;
+    }
+    println!("{passed} passed, {failed} failed");
+    assert!(
+        passed >= MIN_PASSING,
+        "conformance regressed: {passed} cases pass, at least {MIN_PASSING} did before"
+    );
+}
