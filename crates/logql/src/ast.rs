@@ -231,6 +231,9 @@ pub enum VectorOp {
     Bottomk,
     Sort,
     SortDesc,
+    /// `approx_topk(k, ...)`: Loki's probabilistic topk (instant queries
+    /// only, no grouping).
+    ApproxTopk,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -1,0 +1,6 @@
+//! Integration tests of the LogQL parser and printer.
+
+mod conformance;
+mod invalid;
+mod never_panics;
+mod round_trip;
