@@ -41,9 +41,7 @@ pub enum ConformanceError {
 /// Parses a query for the runner. Returns `Err(None)` when this build has
 /// no LogQL parser (the case cannot run), `Err(Some(msg))` for a parse error.
 fn parse_query(query: &str) -> Result<ast::Expr, Option<String>> {
-    // Wired to `lucia_logql::parse` once the parser branch is merged.
-    let _ = query;
-    Err(None)
+    lucia_logql::parse(query).map_err(|e| Some(e.to_string()))
 }
 
 /// Runs one `.logqltest` file.
