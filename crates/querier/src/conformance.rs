@@ -41,8 +41,7 @@ pub enum ConformanceError {
 /// Parses a query for the runner. Returns `Err(None)` when this build has
 /// no LogQL parser (the case cannot run), `Err(Some(msg))` for a parse error.
 fn parse_query(query: &str) -> Result<ast::Expr, Option<String>> {
-    let _ = query;
-    Err(None)
+    lucia_logql::parse(query).map_err(|e| Some(e.to_string()))
 }
 
 /// Runs one `.logqltest` file.
@@ -186,7 +185,14 @@ fn parse_time(text: &str) -> Result<i64, String> {
 fn load_line(source: &MemorySource, raw: &str) -> Result<(), String> {
     let text = strip_comment(raw).trim();
     let end = label_set_end(text).ok_or("expected a label set {...}")?;
-    let labels = Labels::parse(&text[..end]).map_err(|e| e.to_string())?;
+    let parsed = Labels::parse(&text[..end]).map_err(|e| e.to_string())?;
+    // Loki's write path drops empty-valued stream labels.
+    let labels = Labels::from_pairs(
+        parsed
+            .iter()
+            .filter(|l| !l.value.is_empty())
+            .map(|l| (l.name.clone(), l.value.clone())),
+    );
     let rest = text[end..].trim_start();
     let (line, after) = unquote(rest, 0).map_err(|(_, reason)| reason.to_string())?;
     let mut rest = rest[after..].trim_start();

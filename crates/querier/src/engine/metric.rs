@@ -62,6 +62,7 @@ fn vector_op_name(op: VectorOp) -> &'static str {
         VectorOp::Bottomk => "bottomk",
         VectorOp::Sort => "sort",
         VectorOp::SortDesc => "sort_desc",
+        VectorOp::ApproxTopk => "approx_topk",
     }
 }
 
@@ -118,7 +119,14 @@ fn validate(expr: &MetricExpr) -> Result<(), QueryError> {
             Ok(())
         }
         MetricExpr::Vector(va) => {
-            if matches!(va.op, VectorOp::Topk | VectorOp::Bottomk) && va.param.is_none() {
+            if va.op == VectorOp::ApproxTopk && va.grouping.is_some() {
+                return Err(bad("grouping not allowed for approx_topk aggregation"));
+            }
+            if matches!(
+                va.op,
+                VectorOp::Topk | VectorOp::Bottomk | VectorOp::ApproxTopk
+            ) && va.param.is_none()
+            {
                 return Err(bad(format!(
                     "parameter required for operation {}",
                     vector_op_name(va.op)
@@ -140,6 +148,15 @@ fn validate(expr: &MetricExpr) -> Result<(), QueryError> {
         }
         MetricExpr::Paren(e) => validate(e),
         MetricExpr::Literal(_) | MetricExpr::VectorLiteral(_) => Ok(()),
+    }
+}
+
+fn uses_approx_topk(expr: &MetricExpr) -> bool {
+    match expr {
+        MetricExpr::Vector(va) => va.op == VectorOp::ApproxTopk || uses_approx_topk(&va.expr),
+        MetricExpr::Binary(b) => uses_approx_topk(&b.lhs) || uses_approx_topk(&b.rhs),
+        MetricExpr::LabelReplace { expr, .. } | MetricExpr::Paren(expr) => uses_approx_topk(expr),
+        MetricExpr::Range(_) | MetricExpr::Literal(_) | MetricExpr::VectorLiteral(_) => false,
     }
 }
 
@@ -171,6 +188,11 @@ impl<S: LogSource> Engine<S> {
         instant: bool,
     ) -> Result<QueryResult, QueryError> {
         validate(expr)?;
+        if !instant && uses_approx_topk(expr) {
+            return Err(bad(
+                "approx_topk is only supported on instant queries: run it as an instant query",
+            ));
+        }
         let mut leaves = Vec::new();
         collect_ranges(expr, &mut leaves);
         let mut stats = Statistics::default();
@@ -602,7 +624,7 @@ fn aggregate(va: &ast::VectorAggregation, points: Vec<Point>) -> Vec<Point> {
             points.sort_by(by_value(va.op == VectorOp::SortDesc));
             return points;
         }
-        VectorOp::Topk | VectorOp::Bottomk => {
+        VectorOp::Topk | VectorOp::Bottomk | VectorOp::ApproxTopk => {
             let k = va.param.unwrap_or(0).max(0) as usize;
             let mut groups: BTreeMap<Labels, Vec<Point>> = BTreeMap::new();
             for p in points {
@@ -613,7 +635,7 @@ fn aggregate(va: &ast::VectorAggregation, points: Vec<Point>) -> Vec<Point> {
             }
             let mut out = Vec::new();
             for (_, mut members) in groups {
-                members.sort_by(by_value(va.op == VectorOp::Topk));
+                members.sort_by(by_value(va.op != VectorOp::Bottomk));
                 out.extend(members.into_iter().take(k));
             }
             return out;
