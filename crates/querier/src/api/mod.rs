@@ -32,7 +32,7 @@ use params::{Params, selector_of};
 const DEFAULT_LIMIT: usize = 100;
 
 /// The read API's state.
-pub struct Querier<S> {
+pub struct Querier<S: LogSource> {
     pub(crate) eval: Evaluator<S>,
     pub(crate) limits: QueryLimits,
     pub(crate) multi_tenant: bool,
@@ -49,7 +49,7 @@ impl<S: LogSource> Querier<S> {
         shutdown: Shutdown,
     ) -> Self {
         Self {
-            eval: Evaluator::new(source),
+            eval: Evaluator::new(source, &limits),
             limits,
             multi_tenant,
             tail_poll,
