@@ -12,11 +12,15 @@ use std::time::{Duration, Instant};
 
 use lucia_tests::fake_consul::FakeConsul;
 
-use crate::harness::{Lucia, free_port, push_body};
+use crate::harness::{Lucia, count_via_querier, free_port, push_body};
 
-fn config(consul: &str, instance: &str) -> String {
+fn config(consul: &str, instance: &str, store: &Path) -> String {
+    let store = store.display();
     format!(
         "
+storage:
+  filesystem:
+    directory: {store}
 consul:
   address: {consul}
   check_interval: 500ms
@@ -32,6 +36,12 @@ ingester:
     replication_factor: 3
     heartbeat_period: 1s
 distributor:
+  ring:
+    kvstore:
+      store: consul
+    replication_factor: 3
+    heartbeat_period: 1s
+querier:
   ring:
     kvstore:
       store: consul
@@ -103,6 +113,7 @@ async fn replicated_writes_survive_an_ingester_loss() {
     let consul = FakeConsul::start().await;
     let consul_addr = consul.address();
     let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
 
     let mut ingesters: Vec<Lucia> = Vec::new();
     for i in 1..=3 {
@@ -111,7 +122,7 @@ async fn replicated_writes_survive_an_ingester_loss() {
             "ingester",
             &dir.path().join(format!("ingester-{i}")),
             port,
-            &config(&consul_addr, &format!("ingester-{i}")),
+            &config(&consul_addr, &format!("ingester-{i}"), &store),
         );
         ingesters.push(Lucia::adopt(child, port).await);
     }
@@ -121,12 +132,23 @@ async fn replicated_writes_survive_an_ingester_loss() {
             "distributor",
             &dir.path().join("distributor"),
             distributor_port,
-            &config(&consul_addr, "distributor"),
+            &config(&consul_addr, "distributor", &store),
         ),
         distributor_port,
     )
     .await;
     let dist = distributor.addr.clone();
+    let querier_port = free_port();
+    let querier = Lucia::adopt(
+        spawn(
+            "querier",
+            &dir.path().join("querier"),
+            querier_port,
+            &config(&consul_addr, "querier", &store),
+        ),
+        querier_port,
+    )
+    .await;
     for i in 1..=3 {
         let instance = format!("ingester-{i}");
         wait_for(
@@ -230,7 +252,7 @@ async fn replicated_writes_survive_an_ingester_loss() {
             stored.insert((ts, line));
         }
     }
-    let acked = acked.lock().expect("lock");
+    let acked: Vec<(i64, String)> = std::mem::take(&mut *acked.lock().expect("lock"));
     let lost: Vec<_> = acked
         .iter()
         .filter(|e| !stored.contains(*e))
@@ -241,4 +263,14 @@ async fn replicated_writes_survive_an_ingester_loss() {
         "acknowledged lines lost: {lost:?} (of {})",
         acked.len()
     );
+
+    // The querier, with one of three replicas gone, sees each stored line
+    // once although two ingesters hold it.
+    let counted = count_via_querier(&querier.addr, r#"{job="cluster"}"#).await;
+    assert_eq!(
+        counted,
+        stored.len() as u64,
+        "the querier deduplicates replicas"
+    );
+    assert!(counted >= acked.len() as u64);
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::future::join_all;
 
-use crate::harness::{Lucia, free_port, push_body};
+use crate::harness::{Lucia, count_via_querier, free_port, push_body};
 
 const CONFIG: &str = "
 limits_config:
@@ -169,7 +169,7 @@ async fn acknowledged_lines_survive_sigkill_exactly_once() {
     // Restart and push the rest of every stream, from the first line that
     // was not acknowledged: lines in flight at the kill are sent again and
     // must not be stored twice.
-    let lucia = Lucia::start(data.path(), port, CONFIG).await;
+    let mut lucia = Lucia::start(data.path(), port, CONFIG).await;
     let acked_before_kill = acked.lock().expect("lock").len();
     let resume_from: HashMap<usize, usize> = {
         let mut max_seq = HashMap::new();
@@ -197,7 +197,7 @@ async fn acknowledged_lines_survive_sigkill_exactly_once() {
     }
     let duplicates = seen.values().filter(|&&n| n > 1).count();
     assert_eq!(duplicates, 0, "{duplicates} lines stored more than once");
-    let acked = acked.lock().expect("lock");
+    let acked: Vec<(usize, i64, String)> = std::mem::take(&mut *acked.lock().expect("lock"));
     let missing: Vec<_> = acked
         .iter()
         .filter(|(_, ts, line)| !seen.contains_key(&(*ts, line.clone())))
@@ -216,6 +216,25 @@ async fn acknowledged_lines_survive_sigkill_exactly_once() {
         "acknowledged before kill: {acked_before_kill}, acknowledged in all: {}, stored: {}",
         acked.len(),
         seen.len()
+    );
+
+    // The querier sees every line once while it is in the ingester (WAL
+    // replayed)...
+    let expected = (STREAMS * per_stream) as u64;
+    assert_eq!(
+        count_via_querier(&lucia.addr, r#"{job="crash"}"#).await,
+        expected
+    );
+    // ...and once flushed to the store after a clean stop.
+    lucia.terminate();
+    let lucia = Lucia::start(data.path(), port, CONFIG).await;
+    assert!(
+        lucia.query_all(r#"{job="crash"}"#).await.is_empty(),
+        "the ingester flushed everything on shutdown"
+    );
+    assert_eq!(
+        count_via_querier(&lucia.addr, r#"{job="crash"}"#).await,
+        expected
     );
 }
 

@@ -154,3 +154,33 @@ pub fn push_body(streams: Vec<(String, Vec<(i64, String)>)>) -> Vec<u8> {
         .compress_vec(&request.encode_to_vec())
         .expect("snappy")
 }
+
+/// `sum(count_over_time(<selector>[window]))` through the querier's HTTP
+/// API at the current time: how many distinct entries it sees.
+pub async fn count_via_querier(addr: &str, selector: &str) -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let query = format!("sum(count_over_time({selector}[2h]))");
+    let params = form_urlencoded::Serializer::new(String::new())
+        .append_pair("query", &query)
+        .append_pair("time", &now.to_string())
+        .finish();
+    let resp = reqwest::Client::new()
+        .get(format!("http://{addr}/loki/api/v1/query?{params}"))
+        .send()
+        .await
+        .expect("query");
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.expect("json body");
+    assert_eq!(status, 200, "{body}");
+    let result = body["data"]["result"].as_array().expect("vector result");
+    match result.first() {
+        None => 0,
+        Some(sample) => sample["value"][1]
+            .as_str()
+            .and_then(|v| v.parse::<f64>().ok())
+            .expect("sample value") as u64,
+    }
+}
