@@ -32,8 +32,8 @@ limits_config:
   ingestion_burst_size_mb: 100000
   max_global_streams_per_user: 1000000
   max_line_size: 0
-  max_query_length: 0
 querier:
+  max_query_length: 0
   query_timeout: 10m
 YAML
 PORT=3192
