@@ -190,6 +190,16 @@ impl Block {
 
     /// The block's entries, sorted by time.
     pub fn decode(&self) -> Result<Vec<Entry>, ChunkError> {
+        self.decode_filtered(None)
+    }
+
+    /// The block's entries whose line passes `filter`, sorted by time. Only
+    /// kept entries are materialised, and a block whose lines cannot match
+    /// at all ([`LineFilter::block_may_match`]) is skipped after one scan.
+    pub fn decode_filtered(
+        &self,
+        filter: Option<&dyn LineFilter>,
+    ) -> Result<Vec<Entry>, ChunkError> {
         let raw = decompress(&self.data, self.encoding, self.raw_len as usize)?;
         let mut buf = raw.as_slice();
         let n = get_varint(&mut buf)? as usize;
@@ -206,24 +216,31 @@ impl Block {
             return Err(ChunkError::Malformed("missing line layout"));
         };
         buf = rest;
-        let mut lens = Vec::with_capacity(n);
+        let mut lens = Vec::new();
         if layout == LINES_LENGTHS {
+            lens.reserve(n);
             for _ in 0..n {
                 lens.push(get_varint(&mut buf)? as usize);
             }
         } else if layout != LINES_NEWLINE {
             return Err(ChunkError::Malformed("unknown line layout"));
         }
-        let mut metadata = Vec::with_capacity(n);
+        // Borrow the metadata; it is copied only for kept entries.
+        let mut metadata: Vec<Vec<(&[u8], &[u8])>> = Vec::with_capacity(n);
         for _ in 0..n {
             let pairs = get_varint(&mut buf)? as usize;
             let mut md = Vec::with_capacity(pairs.min(64));
             for _ in 0..pairs {
-                md.push((get_string(&mut buf)?, get_string(&mut buf)?));
+                md.push((get_bytes(&mut buf)?, get_bytes(&mut buf)?));
             }
             metadata.push(md);
         }
-        let mut out = Vec::with_capacity(n);
+        if let Some(filter) = filter
+            && !filter.block_may_match(buf)
+        {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::with_capacity(if filter.is_some() { 0 } else { n });
         for (i, (ts, metadata)) in ts.into_iter().zip(metadata).enumerate() {
             let (line, rest) = match lens.get(i) {
                 Some(&len) if len <= buf.len() => buf.split_at(len),
@@ -235,12 +252,40 @@ impl Block {
                 }
             };
             buf = rest;
-            let line = String::from_utf8(line.to_vec())
+            let line = std::str::from_utf8(line)
                 .map_err(|_| ChunkError::Malformed("invalid utf-8 in line"))?;
-            out.push(Entry { ts, line, metadata });
+            if filter.is_some_and(|f| !f.matches(line)) {
+                continue;
+            }
+            let metadata = metadata
+                .into_iter()
+                .map(|(name, value)| Ok((utf8(name)?, utf8(value)?)))
+                .collect::<Result<Vec<_>, ChunkError>>()?;
+            out.push(Entry {
+                ts,
+                line: line.to_string(),
+                metadata,
+            });
         }
         Ok(out)
     }
+}
+
+fn utf8(bytes: &[u8]) -> Result<String, ChunkError> {
+    String::from_utf8(bytes.to_vec()).map_err(|_| ChunkError::Malformed("invalid utf-8"))
+}
+
+/// A predicate on log lines that decoding can apply before it allocates
+/// anything (the leading line filters of a query).
+pub trait LineFilter: Send + Sync {
+    /// Whether any line of a block can match, given all its lines back to
+    /// back (`\n`-separated, or concatenated when lines hold newlines).
+    /// `false` skips the block; the default scans line by line.
+    fn block_may_match(&self, _lines: &[u8]) -> bool {
+        true
+    }
+
+    fn matches(&self, line: &str) -> bool;
 }
 
 fn compress(raw: &[u8], encoding: ChunkEncoding, zstd_level: i32) -> Result<Vec<u8>, ChunkError> {
@@ -390,9 +435,17 @@ impl ChunkData {
 
     /// Every entry of the chunk, sorted by time.
     pub fn entries(&self) -> Result<Vec<Entry>, ChunkError> {
+        self.entries_filtered(None)
+    }
+
+    /// The entries whose line passes `filter`, sorted by time.
+    pub fn entries_filtered(
+        &self,
+        filter: Option<&dyn LineFilter>,
+    ) -> Result<Vec<Entry>, ChunkError> {
         let mut out = Vec::new();
         for b in &self.blocks {
-            out.extend(b.decode()?);
+            out.extend(b.decode_filtered(filter)?);
         }
         // Blocks may overlap when entries arrived out of order.
         out.sort_by_key(|e| e.ts);
@@ -416,6 +469,32 @@ mod tests {
                 },
             })
             .collect()
+    }
+
+    struct Needle(&'static str);
+
+    impl LineFilter for Needle {
+        fn block_may_match(&self, lines: &[u8]) -> bool {
+            memchr::memmem::find(lines, self.0.as_bytes()).is_some()
+        }
+        fn matches(&self, line: &str) -> bool {
+            line.contains(self.0)
+        }
+    }
+
+    #[test]
+    fn filtered_decode_keeps_matching_lines_with_their_metadata() {
+        let mut input = entries(20);
+        input[3].metadata = vec![("trace_id".into(), "abc".into())];
+        input[3].line = "needle here".into();
+        input[11].line = "another needle\nwith a newline".into();
+        let block = Block::encode(input.clone(), ChunkEncoding::Zstd).unwrap();
+        let kept = block.decode_filtered(Some(&Needle("needle"))).unwrap();
+        let mut expected = vec![input[3].clone(), input[11].clone()];
+        expected.sort_by_key(|e| e.ts);
+        assert_eq!(kept, expected);
+        assert!(block.decode_filtered(Some(&Needle("absent"))).unwrap().is_empty());
+        assert_eq!(block.decode_filtered(None).unwrap(), block.decode().unwrap());
     }
 
     #[test]

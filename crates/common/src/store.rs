@@ -18,7 +18,7 @@ use object_store::ObjectStore;
 use object_store::path::Path as ObjectPath;
 use serde::{Deserialize, Serialize};
 
-use crate::chunk::{ChunkData, ChunkError, Entry};
+use crate::chunk::{ChunkData, ChunkError, Entry, LineFilter};
 
 const DAY_NS: i64 = 86_400 * 1_000_000_000;
 
@@ -280,13 +280,33 @@ impl ChunkStore {
 
     /// Fetches and decodes the chunk at `key` (an [`IndexEntry::key`]).
     pub async fn fetch_chunk(&self, key: &str) -> Result<StoredChunk, StoreError> {
+        self.fetch_chunk_filtered(key, None).await
+    }
+
+    /// Fetches a chunk and decodes, on the blocking thread pool so that
+    /// several chunks decompress in parallel, the entries whose line passes
+    /// `filter`.
+    pub async fn fetch_chunk_filtered(
+        &self,
+        key: &str,
+        filter: Option<Arc<dyn LineFilter>>,
+    ) -> Result<StoredChunk, StoreError> {
         let data = self.store.get(&object_path(key)).await?.bytes().await?;
-        let chunk_err = |source| StoreError::Chunk {
-            key: key.to_string(),
+        let owned_key = key.to_string();
+        let decoded = tokio::task::spawn_blocking(move || {
+            let chunk = ChunkData::decode(&data)?;
+            let entries = chunk.entries_filtered(filter.as_deref())?;
+            Ok::<_, crate::chunk::ChunkError>((chunk, entries))
+        })
+        .await
+        .map_err(|err| StoreError::Chunk {
+            key: owned_key.clone(),
+            source: crate::chunk::ChunkError::Decompress(format!("decoding task failed: {err}")),
+        })?;
+        let (chunk, entries) = decoded.map_err(|source| StoreError::Chunk {
+            key: owned_key,
             source,
-        };
-        let chunk = ChunkData::decode(&data).map_err(chunk_err)?;
-        let entries = chunk.entries().map_err(chunk_err)?;
+        })?;
         Ok(StoredChunk {
             tenant: chunk.tenant,
             labels: chunk.labels,

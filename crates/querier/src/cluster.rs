@@ -190,15 +190,19 @@ impl ClusterSource {
             })
             .collect();
         let (start, end) = (request.start, request.end);
+        let filter = request.line_filter.as_ref().map(|f| f.0.clone());
         let fetched: Vec<_> = futures::stream::iter(wanted)
-            .map(|entry| async move {
-                let chunk = store.fetch_chunk(&entry.key).await?;
-                let entries: Vec<Entry> = chunk
-                    .entries
-                    .into_iter()
-                    .filter(|e| e.ts >= start && e.ts < end)
-                    .collect();
-                Ok::<_, lucia_common::store::StoreError>((entry.labels, entries))
+            .map(|entry| {
+                let filter = filter.clone();
+                async move {
+                    let chunk = store.fetch_chunk_filtered(&entry.key, filter).await?;
+                    let entries: Vec<Entry> = chunk
+                        .entries
+                        .into_iter()
+                        .filter(|e| e.ts >= start && e.ts < end)
+                        .collect();
+                    Ok::<_, lucia_common::store::StoreError>((entry.labels, entries))
+                }
             })
             .buffer_unordered(FETCH_CONCURRENCY)
             .collect()

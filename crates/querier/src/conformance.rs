@@ -610,6 +610,7 @@ mod tests {
                 end: i64::MAX,
                 direction: Direction::Forward,
                 limit: 0,
+                line_filter: None,
             },
         )
         .await

@@ -154,6 +154,7 @@ mod tests {
             end: 3,
             direction,
             limit,
+            line_filter: None,
         };
         let got = source.select(request(Direction::Forward, 0)).await.unwrap();
         assert_eq!(got.len(), 1);

@@ -7,8 +7,9 @@
 //! `.logqltest` conformance runner and unit tests.
 
 use std::future::Future;
+use std::sync::Arc;
 
-use lucia_common::chunk::Entry;
+use lucia_common::chunk::{Entry, LineFilter};
 use lucia_common::labels::Labels;
 use lucia_common::matchers::Matcher;
 
@@ -32,6 +33,19 @@ pub struct SelectRequest {
     /// Most entries the caller will use in total (0 = all): a hint a source
     /// may use to stop early for log queries. Metric queries pass 0.
     pub limit: usize,
+    /// Lines that fail this filter may be left out (the engine still runs
+    /// the whole pipeline on what comes back).
+    pub line_filter: Option<LinePushdown>,
+}
+
+/// A line filter a source may apply while it decodes.
+#[derive(Clone)]
+pub struct LinePushdown(pub Arc<dyn LineFilter>);
+
+impl std::fmt::Debug for LinePushdown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LinePushdown")
+    }
 }
 
 /// One stream's entries, sorted by timestamp in the requested direction,

@@ -118,6 +118,7 @@ async fn run<S: LogSource + 'static>(
             direction: Direction::Forward,
             // The first answer is capped like Loki's (the latest `limit`).
             limit: 0,
+            line_filter: None,
         };
         let streams = match q.source().select(select).await {
             Ok(s) => s,

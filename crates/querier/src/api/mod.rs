@@ -110,6 +110,7 @@ impl<S: LogSource> Querier<S> {
             end: end.saturating_add(1),
             direction: Direction::Backward,
             limit,
+            line_filter: None,
         }))
         .await
     }

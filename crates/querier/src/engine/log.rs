@@ -41,6 +41,7 @@ impl<S: LogSource> Engine<S> {
                 end: params.end,
                 direction: params.direction,
                 limit: if log.stages.is_empty() { limit } else { 0 },
+                line_filter: super::pushdown::line_pushdown(&log.stages),
             })
             .await?;
         let mut stats = Statistics::default();

@@ -293,6 +293,7 @@ impl<S: LogSource> Engine<S> {
                 end,
                 direction: Direction::Forward,
                 limit: 0,
+                line_filter: super::pushdown::line_pushdown(&ra.range.log.stages),
             })
             .await?;
         stats.count_read(&streams);

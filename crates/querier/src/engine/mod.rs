@@ -10,6 +10,7 @@
 mod log;
 mod metric;
 mod pipeline;
+mod pushdown;
 #[cfg(test)]
 mod tests;
 
