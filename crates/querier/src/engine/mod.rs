@@ -9,7 +9,7 @@
 
 mod log;
 mod metric;
-mod pipeline;
+pub(crate) mod pipeline;
 #[cfg(test)]
 mod tests;
 
