@@ -443,6 +443,22 @@ def test_drilldown_detected_field_values(pushed):
     assert sorted(body["values"]) == ["checkout-0", "checkout-1"]
 
 
+def test_drilldown_detected_fields_follow_the_filters(pushed):
+    # grafana/logs-drilldown src/services/variables.ts DETECTED_FIELD_VALUES_EXPR:
+    # the selector, then the level filter (`| detected_level=~...`), line
+    # filters, the parsers (`| json | logfmt | drop __error__, __error_details__`)
+    # and field filters. Fields and values are those of the matching lines.
+    query = ('{service_name="checkout"} | detected_level=~"error|warn" |= "order" '
+             '| json | logfmt | drop __error__, __error_details__ | status="500"')
+    params = {"end": iso(END), "query": query, "start": iso(START)}
+    fields = {f["label"]: f for f in get(pushed, "/loki/api/v1/detected_fields", params)["fields"]}
+    assert fields["level"]["cardinality"] == 1
+    assert fields["order_id"]["cardinality"] == 5
+    params = {"end": str(END), "limit": "1000", "query": query, "start": str(START)}
+    body = get(pushed, "/loki/api/v1/detected_field/level/values", params)
+    assert body["values"] == ["error"]
+
+
 def test_drilldown_patterns(pushed):
     # grafana/logs-drilldown src/services/datasource.ts getPatterns:
     # `patterns` with start/end ISO, query, step (request.interval, e.g. "1m");
