@@ -25,6 +25,7 @@ pub enum Kind {
     Float,
     Boolean,
     Duration,
+    Bytes,
     String,
 }
 
@@ -34,13 +35,19 @@ impl Kind {
             Kind::Int
         } else if value.parse::<f64>().is_ok() {
             Kind::Float
-        } else if matches!(value, "true" | "false") {
+        } else if matches!(
+            value,
+            "t" | "T" | "true" | "TRUE" | "True" | "f" | "F" | "false" | "FALSE" | "False"
+        ) {
+            // What Go's strconv.ParseBool accepts (Loki's detection).
             Kind::Boolean
         } else if value.chars().any(|c| c.is_ascii_alphabetic())
             && value.starts_with(|c: char| c.is_ascii_digit())
             && lucia_common::duration::parse_go_duration(value).is_ok()
         {
             Kind::Duration
+        } else if is_bytes(value) {
+            Kind::Bytes
         } else {
             Kind::String
         }
@@ -62,6 +69,7 @@ impl Kind {
             Kind::Float => "float",
             Kind::Boolean => "boolean",
             Kind::Duration => "duration",
+            Kind::Bytes => "bytes",
             Kind::Unknown | Kind::String => "string",
         }
     }
@@ -106,6 +114,22 @@ pub fn detect(streams: &[StreamData], line_limit: usize) -> BTreeMap<String, Fie
         }
     }
     fields
+}
+
+/// A size such as `10MB`, `1.5 GiB` or `512kb` (Loki detects these with
+/// go-humanize's ParseBytes).
+fn is_bytes(value: &str) -> bool {
+    let number_end = value
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ','))
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(number_end);
+    if number.is_empty() || number.replace(',', "").parse::<f64>().is_err() {
+        return false;
+    }
+    let unit = unit.trim_start().to_ascii_lowercase();
+    let unit = unit.strip_suffix('b').unwrap_or(&unit);
+    let unit = unit.strip_suffix('i').unwrap_or(unit);
+    matches!(unit, "" | "k" | "m" | "g" | "t" | "p" | "e" | "z" | "y")
 }
 
 /// `detected_fields` entries, as Loki lists them.
@@ -253,6 +277,11 @@ mod tests {
         assert_eq!(fields["took"].kind, Kind::Duration);
         assert_eq!(fields["status"].kind, Kind::Int);
         assert_eq!(fields["req_status"].kind, Kind::Float);
+        assert_eq!(Kind::of("10MB"), Kind::Bytes);
+        assert_eq!(Kind::of("1.5 GiB"), Kind::Bytes);
+        assert_eq!(Kind::of("True"), Kind::Boolean);
+        assert_eq!(Kind::of("15ms"), Kind::Duration);
+        assert_eq!(Kind::of("GET"), Kind::String);
         assert!(fields["trace_id"].parsers.is_empty());
         let listed = fields_json(&fields, 1000);
         let trace = listed.iter().find(|f| f["label"] == "trace_id").unwrap();

@@ -560,12 +560,39 @@ async fn detected_labels<S: LogSource + 'static>(
             values.entry(&l.name).or_default().insert(&l.value);
         }
     }
+    // As Loki: labels whose values are all numbers or UUIDs are IDs, not
+    // worth a breakdown, except the static ones.
+    const STATIC: [&str; 4] = ["cluster", "namespace", "instance", "pod"];
     let detected: Vec<Value> = values
         .iter()
         .filter(|(name, _)| !name.starts_with("__"))
+        .filter(|(name, v)| STATIC.contains(name) || !v.iter().all(|v| is_id(v)))
         .map(|(name, v)| json!({"label": name, "cardinality": v.len()}))
         .collect();
     Ok(axum::Json(json!({"detectedLabels": detected})).into_response())
+}
+
+/// A number or a UUID (the forms Go's uuid.Parse reads).
+fn is_id(value: &str) -> bool {
+    if value.parse::<f64>().is_ok() {
+        return true;
+    }
+    let v = value.strip_prefix("urn:uuid:").unwrap_or(value);
+    let v = v
+        .strip_prefix('{')
+        .and_then(|v| v.strip_suffix('}'))
+        .unwrap_or(v);
+    let hex = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_hexdigit());
+    match v.len() {
+        32 => hex(v),
+        36 => {
+            let parts: Vec<&str> = v.split('-').collect();
+            parts.len() == 5
+                && parts.iter().map(|p| p.len()).eq([8, 4, 4, 4, 12])
+                && parts.iter().all(|p| hex(p))
+        }
+        _ => false,
+    }
 }
 
 async fn detected_fields<S: LogSource + 'static>(
@@ -716,5 +743,16 @@ mod tests {
         );
         assert!(has_stages(r#"{app="a"} | json"#));
         assert!(!has_stages(r#"{app="a"}"#));
+    }
+
+    #[test]
+    fn ids_are_numbers_and_uuids() {
+        assert!(is_id("42"));
+        assert!(is_id("1.5"));
+        assert!(is_id("123e4567-e89b-12d3-a456-426614174000"));
+        assert!(is_id("{123e4567-e89b-12d3-a456-426614174000}"));
+        assert!(is_id("123e4567e89b12d3a456426614174000"));
+        assert!(!is_id("checkout"));
+        assert!(!is_id("123e4567-e89b-12d3-a456-42661417400z"));
     }
 }
