@@ -313,9 +313,12 @@ def test_index_stats(pushed):
 
 
 def test_volume_range(pushed):
-    # Loki's index/volume_range as Grafana's logs-volume-from-index and
-    # dashboards call it: query, start, end, step, and aggregateBy
-    # (series|labels) with targetLabels. Matrix of byte counts.
+    # index/volume_range with the parameters Loki's HTTP API documents
+    # (grafana/loki docs/sources/reference/loki-http-api.md): query, start,
+    # end, step, aggregateBy (series|labels), targetLabels. The Grafana and
+    # Drilldown versions read here call index/volume, not volume_range; the
+    # shape is the one Drilldown's index/volume reader expects, over time.
+    # Matrix of byte counts.
     params = {"query": '{env="prod"}', "start": str(START), "end": str(END), "step": "60",
               "targetLabels": "service_name", "aggregateBy": "series"}
     data = success_data(get(pushed, "/loki/api/v1/index/volume_range", params))
@@ -331,7 +334,8 @@ def test_volume_range(pushed):
 
 
 def test_volume_instant(pushed):
-    # index/volume with aggregateBy=labels: one series per label name.
+    # index/volume with aggregateBy=labels and targetLabels (Loki's HTTP API
+    # reference): one series per label name, the value empty.
     params = {"query": '{namespace="shop"}', "start": str(START), "end": str(END),
               "aggregateBy": "labels", "targetLabels": "service_name,env"}
     data = success_data(get(pushed, "/loki/api/v1/index/volume", params))
