@@ -8,4 +8,5 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 
 python3 -m pip install --quiet --disable-pip-version-check \
-    pytest==8.3.5 python-logging-loki==0.3.1 requests python-snappy "moto[server]==5.2.5"
+    pytest==8.3.5 python-logging-loki==0.3.1 requests python-snappy "moto[server]==5.2.5" \
+    websocket-client==1.9.2

@@ -493,8 +493,16 @@ mod tests {
         let mut expected = vec![input[3].clone(), input[11].clone()];
         expected.sort_by_key(|e| e.ts);
         assert_eq!(kept, expected);
-        assert!(block.decode_filtered(Some(&Needle("absent"))).unwrap().is_empty());
-        assert_eq!(block.decode_filtered(None).unwrap(), block.decode().unwrap());
+        assert!(
+            block
+                .decode_filtered(Some(&Needle("absent")))
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            block.decode_filtered(None).unwrap(),
+            block.decode().unwrap()
+        );
     }
 
     #[test]

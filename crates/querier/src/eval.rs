@@ -5,13 +5,12 @@
 
 use std::time::Duration;
 
-use lucia_common::labels::Labels;
 use lucia_logql::ast::Expr;
 
 use crate::QueryError;
 use crate::engine::{Engine, Limits, RangeParams};
 use crate::limits::QueryLimits;
-use crate::source::{Direction, LogSource, StreamData};
+use crate::source::{Direction, LogSource};
 
 /// A range query (`query_range`).
 #[derive(Debug, Clone)]
@@ -112,31 +111,4 @@ fn parse(query: &str) -> Result<Expr, QueryError> {
         ));
     }
     lucia_logql::parse(query).map_err(|err| QueryError::BadRequest(err.to_string()))
-}
-
-/// A source stream as a result: structured metadata joins the labels.
-pub(crate) fn stream_result(stream: StreamData) -> Vec<StreamResult> {
-    let mut out: Vec<StreamResult> = Vec::new();
-    for entry in stream.entries {
-        let mut labels = stream.labels.clone();
-        let mut metadata = Labels::new();
-        for (name, value) in &entry.metadata {
-            labels.insert(name.clone(), value.clone());
-            metadata.insert(name.clone(), value.clone());
-        }
-        let result = ResultEntry {
-            ts: entry.ts,
-            line: entry.line,
-            structured_metadata: metadata,
-            parsed: Labels::new(),
-        };
-        match out.iter_mut().find(|s| s.labels == labels) {
-            Some(s) => s.entries.push(result),
-            None => out.push(StreamResult {
-                labels,
-                entries: vec![result],
-            }),
-        }
-    }
-    out
 }

@@ -1,13 +1,14 @@
 //! `GET /loki/api/v1/tail`: a websocket that sends new entries of the
 //! selected streams as they arrive (polled every `tail_poll_period`).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use lucia_common::labels::Labels;
 use lucia_common::tenant::tenant_from_headers;
 use lucia_common::time::now_nanos;
 use serde_json::json;
@@ -15,7 +16,9 @@ use serde_json::json;
 use crate::QueryError;
 use crate::api::Querier;
 use crate::api::encode;
-use crate::api::params::{Params, selector_of};
+use crate::api::params::Params;
+use crate::engine::pipeline::Pipeline;
+use crate::eval::{ResultEntry, StreamResult};
 use crate::source::{Direction, LogSource, SelectRequest, StreamData};
 
 /// Loki's longest `delay_for`, in seconds.
@@ -25,6 +28,8 @@ const SECOND: i64 = 1_000_000_000;
 struct TailRequest {
     tenant: String,
     matchers: Vec<lucia_common::matchers::Matcher>,
+    /// The query's stages (line filters, parsers, ...), run on each entry.
+    pipeline: Pipeline,
     start: i64,
     delay: i64,
     limit: usize,
@@ -38,12 +43,15 @@ fn tail_request(
     let tenant = tenant_from_headers(headers, multi_tenant)?;
     let params = Params::new(raw, headers, &[]);
     let query = params.query()?;
-    if !query.trim_start().starts_with('{') {
+    let lucia_logql::ast::Expr::Log(log) =
+        lucia_logql::parse(query).map_err(|err| QueryError::BadRequest(err.to_string()))?
+    else {
         return Err(QueryError::BadRequest(
             "tail only supports log queries: send a stream selector".into(),
         ));
-    }
-    let matchers = selector_of(query)?;
+    };
+    let pipeline = Pipeline::compile(&log, None)?;
+    let matchers = log.matchers;
     let delay_for = match params.get("delay_for") {
         None => 0,
         Some(v) => v.trim().parse::<usize>().map_err(|_| {
@@ -62,6 +70,7 @@ fn tail_request(
     Ok(TailRequest {
         tenant,
         matchers,
+        pipeline,
         start,
         delay: delay_for as i64 * SECOND,
         limit,
@@ -138,13 +147,10 @@ async fn run<S: LogSource + 'static>(
         first = false;
         from = next_from;
         sent_at_from = next_seen;
+        let batch = run_pipeline(&request.pipeline, batch);
         if batch.is_empty() {
             continue;
         }
-        let batch: Vec<crate::eval::StreamResult> = batch
-            .into_iter()
-            .flat_map(crate::eval::stream_result)
-            .collect();
         let body = json!({
             "streams": encode::streams(&batch, false, Direction::Forward),
             "dropped_entries": null,
@@ -158,6 +164,37 @@ async fn run<S: LogSource + 'static>(
         }
     }
     let _ = socket.send(Message::Close(None)).await;
+}
+
+/// The entries that pass the query's stages, grouped by their final labels
+/// (stream labels, structured metadata and parsed labels), in time order.
+fn run_pipeline(pipeline: &Pipeline, batch: Vec<StreamData>) -> Vec<StreamResult> {
+    let mut grouped: BTreeMap<Labels, Vec<ResultEntry>> = BTreeMap::new();
+    for stream in batch {
+        let mut per_stream = pipeline.for_stream(&stream.labels);
+        for entry in stream.entries {
+            let Some((line, labels)) = per_stream.process(entry.ts, &entry.line, &entry.metadata)
+            else {
+                continue;
+            };
+            grouped
+                .entry(labels.labels().clone())
+                .or_default()
+                .push(ResultEntry {
+                    ts: entry.ts,
+                    line,
+                    structured_metadata: labels.structured_metadata().clone(),
+                    parsed: labels.parsed().clone(),
+                });
+        }
+    }
+    grouped
+        .into_iter()
+        .map(|(labels, mut entries)| {
+            entries.sort_by_key(|e| e.ts);
+            StreamResult { labels, entries }
+        })
+        .collect()
 }
 
 /// The entries not sent yet, the new watermark, and what was sent at it.
@@ -230,6 +267,36 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn the_query_pipeline_filters_and_labels_tailed_entries() {
+        let lucia_logql::ast::Expr::Log(log) =
+            lucia_logql::parse(r#"{app="a"} |= "keep" | logfmt"#).unwrap()
+        else {
+            panic!("a log query")
+        };
+        let pipeline = Pipeline::compile(&log, None).unwrap();
+        let out = run_pipeline(
+            &pipeline,
+            vec![stream(&[
+                (2, "level=info keep"),
+                (1, "level=warn keep"),
+                (3, "drop me"),
+            ])],
+        );
+        assert_eq!(out.len(), 2, "{out:?}");
+        let lines: Vec<(&str, Option<&str>)> = out
+            .iter()
+            .flat_map(|s| {
+                s.entries
+                    .iter()
+                    .map(|e| (e.line.as_str(), s.labels.get("level")))
+            })
+            .collect();
+        assert!(lines.contains(&("level=info keep", Some("info"))));
+        assert!(lines.contains(&("level=warn keep", Some("warn"))));
+        assert!(out[0].entries[0].parsed.get("level").is_some());
     }
 
     #[test]

@@ -13,6 +13,8 @@ pub struct Field {
     /// `json`, `logfmt`; empty for structured metadata.
     pub parsers: BTreeSet<&'static str>,
     pub kind: Kind,
+    /// The keys leading to a JSON field, for `| json name="a.b"`.
+    pub json_path: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +25,7 @@ pub enum Kind {
     Float,
     Boolean,
     Duration,
+    Bytes,
     String,
 }
 
@@ -32,13 +35,19 @@ impl Kind {
             Kind::Int
         } else if value.parse::<f64>().is_ok() {
             Kind::Float
-        } else if matches!(value, "true" | "false") {
+        } else if matches!(
+            value,
+            "t" | "T" | "true" | "TRUE" | "True" | "f" | "F" | "false" | "FALSE" | "False"
+        ) {
+            // What Go's strconv.ParseBool accepts (Loki's detection).
             Kind::Boolean
         } else if value.chars().any(|c| c.is_ascii_alphabetic())
             && value.starts_with(|c: char| c.is_ascii_digit())
             && lucia_common::duration::parse_go_duration(value).is_ok()
         {
             Kind::Duration
+        } else if is_bytes(value) {
+            Kind::Bytes
         } else {
             Kind::String
         }
@@ -60,6 +69,7 @@ impl Kind {
             Kind::Float => "float",
             Kind::Boolean => "boolean",
             Kind::Duration => "duration",
+            Kind::Bytes => "bytes",
             Kind::Unknown | Kind::String => "string",
         }
     }
@@ -68,38 +78,58 @@ impl Kind {
 /// The fields of the first `line_limit` entries.
 pub fn detect(streams: &[StreamData], line_limit: usize) -> BTreeMap<String, Field> {
     let mut fields: BTreeMap<String, Field> = BTreeMap::new();
-    let mut add = |name: &str, value: &str, parser: Option<&'static str>| {
-        let field = fields.entry(name.to_string()).or_default();
-        field.kind = field.kind.merge(Kind::of(value));
-        field.values.insert(value.to_string());
-        if let Some(p) = parser {
-            field.parsers.insert(p);
-        }
-    };
+    let mut add =
+        |name: &str, value: &str, parser: Option<&'static str>, path: Option<Vec<String>>| {
+            let field = fields.entry(name.to_string()).or_default();
+            if field.json_path.is_none() {
+                field.json_path = path;
+            }
+            field.kind = field.kind.merge(Kind::of(value));
+            field.values.insert(value.to_string());
+            if let Some(p) = parser {
+                field.parsers.insert(p);
+            }
+        };
     for entry in streams
         .iter()
         .flat_map(|s| s.entries.iter())
         .take(line_limit)
     {
         for (name, value) in &entry.metadata {
-            add(name, value, None);
+            add(name, value, None, None);
         }
         let line = entry.line.trim();
         if line.starts_with('{')
             && let Ok(Value::Object(map)) = serde_json::from_str::<Value>(line)
         {
             let mut flat = Vec::new();
-            flatten_json("", &Value::Object(map), &mut flat);
-            for (name, value) in flat {
-                add(&name, &value, Some("json"));
+            flatten_json("", &mut Vec::new(), &Value::Object(map), &mut flat);
+            for (name, path, value) in flat {
+                add(&name, &value, Some("json"), Some(path));
             }
             continue;
         }
         for (name, value) in logfmt(line) {
-            add(&name, &value, Some("logfmt"));
+            add(&name, &value, Some("logfmt"), None);
         }
     }
     fields
+}
+
+/// A size such as `10MB`, `1.5 GiB` or `512kb` (Loki detects these with
+/// go-humanize's ParseBytes).
+fn is_bytes(value: &str) -> bool {
+    let number_end = value
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ','))
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(number_end);
+    if number.is_empty() || number.replace(',', "").parse::<f64>().is_err() {
+        return false;
+    }
+    let unit = unit.trim_start().to_ascii_lowercase();
+    let unit = unit.strip_suffix('b').unwrap_or(&unit);
+    let unit = unit.strip_suffix('i').unwrap_or(unit);
+    matches!(unit, "" | "k" | "m" | "g" | "t" | "p" | "e" | "z" | "y")
 }
 
 /// `detected_fields` entries, as Loki lists them.
@@ -113,18 +143,28 @@ pub fn fields_json(fields: &BTreeMap<String, Field>, limit: usize) -> Vec<Value>
             } else {
                 json!(f.parsers)
             };
-            json!({
+            let mut field = json!({
                 "label": name,
                 "type": f.kind.as_str(),
                 "cardinality": f.values.len(),
                 "parsers": parsers,
-            })
+            });
+            if let Some(path) = &f.json_path {
+                field["jsonPath"] = json!(path);
+            }
+            field
         })
         .collect()
 }
 
-/// Nested keys joined with `_`, as Loki's json parser names them.
-fn flatten_json(prefix: &str, value: &Value, out: &mut Vec<(String, String)>) {
+/// Nested keys joined with `_`, as Loki's json parser names them, with
+/// the original keys that lead to each value.
+fn flatten_json(
+    prefix: &str,
+    path: &mut Vec<String>,
+    value: &Value,
+    out: &mut Vec<(String, Vec<String>, String)>,
+) {
     match value {
         Value::Object(map) => {
             for (k, v) in map {
@@ -134,12 +174,14 @@ fn flatten_json(prefix: &str, value: &Value, out: &mut Vec<(String, String)>) {
                 } else {
                     format!("{prefix}_{key}")
                 };
-                flatten_json(&name, v, out);
+                path.push(k.clone());
+                flatten_json(&name, path, v, out);
+                path.pop();
             }
         }
         Value::Array(_) | Value::Null => {}
-        Value::String(s) => out.push((prefix.to_string(), s.clone())),
-        other => out.push((prefix.to_string(), other.to_string())),
+        Value::String(s) => out.push((prefix.to_string(), path.clone(), s.clone())),
+        other => out.push((prefix.to_string(), path.clone(), other.to_string())),
     }
 }
 
@@ -235,10 +277,18 @@ mod tests {
         assert_eq!(fields["took"].kind, Kind::Duration);
         assert_eq!(fields["status"].kind, Kind::Int);
         assert_eq!(fields["req_status"].kind, Kind::Float);
+        assert_eq!(Kind::of("10MB"), Kind::Bytes);
+        assert_eq!(Kind::of("1.5 GiB"), Kind::Bytes);
+        assert_eq!(Kind::of("True"), Kind::Boolean);
+        assert_eq!(Kind::of("15ms"), Kind::Duration);
+        assert_eq!(Kind::of("GET"), Kind::String);
         assert!(fields["trace_id"].parsers.is_empty());
         let listed = fields_json(&fields, 1000);
         let trace = listed.iter().find(|f| f["label"] == "trace_id").unwrap();
         assert_eq!(trace["parsers"], Value::Null);
+        assert!(trace.get("jsonPath").is_none());
+        let nested = listed.iter().find(|f| f["label"] == "req_status").unwrap();
+        assert_eq!(nested["jsonPath"], json!(["req", "status"]));
         assert_eq!(fields_json(&fields, 2).len(), 2);
         assert!(logfmt("just some words").is_empty());
     }

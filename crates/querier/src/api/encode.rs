@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use lucia_common::labels::Labels;
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::eval::{QueryOutput, ResultData, ResultEntry, Stats, StreamResult};
@@ -55,23 +56,22 @@ fn label_map(labels: &Labels) -> Map<String, Value> {
 fn entry_value(entry: &ResultEntry, categorize: bool) -> Value {
     let ts = Value::String(entry.ts.to_string());
     let line = Value::String(entry.line.clone());
+    if !categorize {
+        return json!([ts, line]);
+    }
+    // With categorized labels Loki always sends the third element, `{}`
+    // when the entry has neither kind: Grafana's parser reads exactly three.
     let mut categories = Map::new();
-    if categorize {
-        if !entry.structured_metadata.is_empty() {
-            categories.insert(
-                "structuredMetadata".into(),
-                Value::Object(label_map(&entry.structured_metadata)),
-            );
-        }
-        if !entry.parsed.is_empty() {
-            categories.insert("parsed".into(), Value::Object(label_map(&entry.parsed)));
-        }
+    if !entry.structured_metadata.is_empty() {
+        categories.insert(
+            "structuredMetadata".into(),
+            Value::Object(label_map(&entry.structured_metadata)),
+        );
     }
-    if categories.is_empty() {
-        json!([ts, line])
-    } else {
-        json!([ts, line, categories])
+    if !entry.parsed.is_empty() {
+        categories.insert("parsed".into(), Value::Object(label_map(&entry.parsed)));
     }
+    json!([ts, line, categories])
 }
 
 /// The stream labels of an entry: its labels less metadata and parsed ones.
@@ -191,8 +191,32 @@ pub fn stats(stats: &Stats) -> Value {
     })
 }
 
+/// The `data` of a query answer, its keys in Loki's order: Grafana reads
+/// the document as a stream and needs `encodingFlags` and `resultType`
+/// before `result` (older versions fail otherwise).
+#[derive(Debug, Serialize)]
+pub struct QueryData {
+    #[serde(rename = "encodingFlags", skip_serializing_if = "Option::is_none")]
+    pub encoding_flags: Option<Vec<&'static str>>,
+    #[serde(rename = "resultType")]
+    pub result_type: &'static str,
+    pub result: Value,
+    pub stats: Value,
+}
+
 /// The full `query`/`query_range` answer.
-pub fn query_response(output: &QueryOutput, categorize: bool, direction: Direction) -> Value {
+#[derive(Debug, Serialize)]
+pub struct QueryResponse {
+    pub status: &'static str,
+    pub data: QueryData,
+}
+
+/// The full `query`/`query_range` answer.
+pub fn query_response(
+    output: &QueryOutput,
+    categorize: bool,
+    direction: Direction,
+) -> QueryResponse {
     let (result_type, result) = match &output.data {
         ResultData::Streams(s) => ("streams", streams(s, categorize, direction)),
         ResultData::Vector(samples) => (
@@ -219,18 +243,17 @@ pub fn query_response(output: &QueryOutput, categorize: bool, direction: Directi
         ),
         ResultData::Scalar { ts, value } => ("scalar", point(*ts, *value)),
     };
-    let mut data = json!({
-        "resultType": result_type,
-        "result": result,
-        "stats": stats(&output.stats),
-    });
-    if categorize
-        && matches!(output.data, ResultData::Streams(_))
-        && let Some(map) = data.as_object_mut()
-    {
-        map.insert("encodingFlags".into(), json!([CATEGORIZE_LABELS]));
+    let encoding_flags = (categorize && matches!(output.data, ResultData::Streams(_)))
+        .then(|| vec![CATEGORIZE_LABELS]);
+    QueryResponse {
+        status: "success",
+        data: QueryData {
+            encoding_flags,
+            result_type,
+            result,
+            stats: stats(&output.stats),
+        },
     }
-    json!({"status": "success", "data": data})
 }
 
 #[cfg(test)]
@@ -271,11 +294,29 @@ mod tests {
         assert_eq!(
             categorized,
             json!([{"stream": {"app": "a"}, "values": [
-                ["3", "three"],
+                ["3", "three", {}],
                 ["2", "two", {"structuredMetadata": {"trace": "t2"}}],
-                ["1", "one"]
+                ["1", "one", {}]
             ]}])
         );
+    }
+
+    #[test]
+    fn data_keys_in_loki_order() {
+        let out = QueryOutput {
+            data: ResultData::Streams(vec![StreamResult {
+                labels: Labels::from_pairs([("app", "a")]),
+                entries: vec![entry(1, "one", &[])],
+            }]),
+            stats: Stats::default(),
+        };
+        let text = serde_json::to_string(&query_response(&out, true, Direction::Forward)).unwrap();
+        let at = |key: &str| text.find(&format!("\"{key}\"")).unwrap();
+        assert!(at("status") < at("data"), "{text}");
+        assert!(at("encodingFlags") < at("resultType"), "{text}");
+        assert!(at("resultType") < at("result"), "{text}");
+        assert!(at("result") < at("stats"), "{text}");
+        assert!(at("stream") < at("values"), "{text}");
     }
 
     #[test]
@@ -295,7 +336,7 @@ mod tests {
             }]),
             stats: Stats::default(),
         };
-        let v = query_response(&out, true, Direction::Backward);
+        let v = serde_json::to_value(query_response(&out, true, Direction::Backward)).unwrap();
         assert_eq!(v["status"], "success");
         assert_eq!(v["data"]["resultType"], "vector");
         assert_eq!(v["data"]["result"][0]["value"][1], "2");
@@ -308,14 +349,14 @@ mod tests {
             }]),
             stats: Stats::default(),
         };
-        let v = query_response(&out, false, Direction::Backward);
+        let v = serde_json::to_value(query_response(&out, false, Direction::Backward)).unwrap();
         assert_eq!(v["data"]["result"][0]["metric"]["a"], "b");
         assert_eq!(v["data"]["result"][0]["values"][0][1], "2");
         let out = QueryOutput {
             data: ResultData::Scalar { ts, value: 3.0 },
             stats: Stats::default(),
         };
-        let v = query_response(&out, false, Direction::Backward);
+        let v = serde_json::to_value(query_response(&out, false, Direction::Backward)).unwrap();
         assert_eq!(v["data"]["result"], json!([1_700_000_000.5, "3"]));
     }
 }

@@ -116,6 +116,40 @@ impl<S: LogSource> Querier<S> {
     }
 }
 
+/// The entries the query's pipeline keeps (line filters, label filters on
+/// parsed fields or levels), unchanged, for the endpoints that detect
+/// fields: Logs Drilldown sends its filters in the query and expects the
+/// fields and values of the matching lines only.
+fn keep_matching(query: &str, streams: Vec<StreamData>) -> Result<Vec<StreamData>, QueryError> {
+    let expr = lucia_logql::parse(query).map_err(|err| QueryError::BadRequest(err.to_string()))?;
+    let lucia_logql::ast::Expr::Log(log) = expr else {
+        return Ok(streams);
+    };
+    if log.stages.is_empty() {
+        return Ok(streams);
+    }
+    let pipeline = crate::engine::pipeline::Pipeline::compile(&log, None)?;
+    Ok(streams
+        .into_iter()
+        .filter_map(|mut stream| {
+            let mut per_stream = pipeline.for_stream(&stream.labels);
+            stream
+                .entries
+                .retain(|e| per_stream.process(e.ts, &e.line, &e.metadata).is_some());
+            (!stream.entries.is_empty()).then_some(stream)
+        })
+        .collect())
+}
+
+/// Whether `query` has stages after its selector (then the line limit
+/// applies after them, not to the selected lines).
+fn has_stages(query: &str) -> bool {
+    matches!(
+        lucia_logql::parse(query),
+        Ok(lucia_logql::ast::Expr::Log(log)) if !log.stages.is_empty()
+    )
+}
+
 /// What a handler gets: the state, the tenant and the parameters.
 struct Request {
     tenant: String,
@@ -527,12 +561,39 @@ async fn detected_labels<S: LogSource + 'static>(
             values.entry(&l.name).or_default().insert(&l.value);
         }
     }
+    // As Loki: labels whose values are all numbers or UUIDs are IDs, not
+    // worth a breakdown, except the static ones.
+    const STATIC: [&str; 4] = ["cluster", "namespace", "instance", "pod"];
     let detected: Vec<Value> = values
         .iter()
         .filter(|(name, _)| !name.starts_with("__"))
+        .filter(|(name, v)| STATIC.contains(name) || !v.iter().all(|v| is_id(v)))
         .map(|(name, v)| json!({"label": name, "cardinality": v.len()}))
         .collect();
     Ok(axum::Json(json!({"detectedLabels": detected})).into_response())
+}
+
+/// A number or a UUID (the forms Go's uuid.Parse reads).
+fn is_id(value: &str) -> bool {
+    if value.parse::<f64>().is_ok() {
+        return true;
+    }
+    let v = value.strip_prefix("urn:uuid:").unwrap_or(value);
+    let v = v
+        .strip_prefix('{')
+        .and_then(|v| v.strip_suffix('}'))
+        .unwrap_or(v);
+    let hex = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_hexdigit());
+    match v.len() {
+        32 => hex(v),
+        36 => {
+            let parts: Vec<&str> = v.split('-').collect();
+            parts.len() == 5
+                && parts.iter().map(|p| p.len()).eq([8, 4, 4, 4, 12])
+                && parts.iter().all(|p| hex(p))
+        }
+        _ => false,
+    }
 }
 
 async fn detected_fields<S: LogSource + 'static>(
@@ -545,9 +606,12 @@ async fn detected_fields<S: LogSource + 'static>(
     let (start, end) = r.params.range()?;
     let line_limit = r.params.usize("line_limit", 1000)?;
     let limit = r.params.usize("limit", q.limits.max_detected_fields)?;
+    let query = r.params.query()?;
+    let select_limit = if has_stages(query) { 0 } else { line_limit };
     let streams = q
-        .entries(&r.tenant, r.params.query()?, start, end, line_limit)
+        .entries(&r.tenant, query, start, end, select_limit)
         .await?;
+    let streams = keep_matching(query, streams)?;
     let fields = detected::detect(&streams, line_limit);
     Ok(
         axum::Json(json!({"fields": detected::fields_json(&fields, limit), "limit": limit}))
@@ -566,9 +630,12 @@ async fn detected_field_values<S: LogSource + 'static>(
     let (start, end) = r.params.range()?;
     let line_limit = r.params.usize("line_limit", 1000)?;
     let limit = r.params.usize("limit", q.limits.max_detected_fields)?;
+    let query = r.params.query()?;
+    let select_limit = if has_stages(query) { 0 } else { line_limit };
     let streams = q
-        .entries(&r.tenant, r.params.query()?, start, end, line_limit)
+        .entries(&r.tenant, query, start, end, select_limit)
         .await?;
+    let streams = keep_matching(query, streams)?;
     let fields = detected::detect(&streams, line_limit);
     let values: Vec<&String> = fields
         .get(&name)
@@ -643,4 +710,50 @@ async fn drilldown_limits<S: LogSource + 'static>(State(q): State<Arc<Querier<S>
         "version": env!("CARGO_PKG_VERSION"),
     }))
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lucia_common::chunk::Entry;
+
+    #[test]
+    fn detected_fields_see_only_lines_the_pipeline_keeps() {
+        let entry = |ts, line: &str| Entry {
+            ts,
+            line: line.into(),
+            metadata: vec![],
+        };
+        let streams = vec![StreamData {
+            labels: Labels::from_pairs([("app", "a")]),
+            entries: vec![entry(1, "level=info a"), entry(2, "level=error b")],
+        }];
+        let kept = keep_matching(r#"{app="a"} | logfmt | level="error""#, streams.clone()).unwrap();
+        assert_eq!(kept[0].entries.len(), 1);
+        assert_eq!(kept[0].entries[0].line, "level=error b");
+        assert!(
+            keep_matching(r#"{app="a"} |= "zzz""#, streams.clone())
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            keep_matching(r#"{app="a"}"#, streams).unwrap()[0]
+                .entries
+                .len(),
+            2
+        );
+        assert!(has_stages(r#"{app="a"} | json"#));
+        assert!(!has_stages(r#"{app="a"}"#));
+    }
+
+    #[test]
+    fn ids_are_numbers_and_uuids() {
+        assert!(is_id("42"));
+        assert!(is_id("1.5"));
+        assert!(is_id("123e4567-e89b-12d3-a456-426614174000"));
+        assert!(is_id("{123e4567-e89b-12d3-a456-426614174000}"));
+        assert!(is_id("123e4567e89b12d3a456426614174000"));
+        assert!(!is_id("checkout"));
+        assert!(!is_id("123e4567-e89b-12d3-a456-42661417400z"));
+    }
 }

@@ -9,7 +9,7 @@
 
 mod log;
 mod metric;
-mod pipeline;
+pub(crate) mod pipeline;
 mod pushdown;
 #[cfg(test)]
 mod tests;
