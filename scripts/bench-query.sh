@@ -80,3 +80,25 @@ T0=$(date +%s.%N)
 ( zstd -dc "$WORK/logs.zst" | grep -F -c "$NEEDLE" ) >/dev/null || true
 T1=$(date +%s.%N)
 python3 -c "import sys; raw, t0, t1 = $RAW_BYTES, $T0, $T1; print(f'zstd -dc | grep -F (two processes, up to two cores): {t1-t0:.2f}s wall, {raw/1e9/(t1-t0):.2f} GB/s raw')"
+
+# Label and series endpoints with 100,000 streams (in the ingester's memory).
+kill -TERM "$PID"; wait "$PID"
+rm -rf "$WORK/data"
+start_lucia
+head -c 100000000 "$WORK/logs.txt" >"$WORK/logs100.txt"
+"$BIN" bench push --url "$URL/loki/api/v1/push" --input "$WORK/logs100.txt" --streams 100000 --concurrency 8
+time_get() { # name, path and query string
+    local t0 t1
+    t0=$(date +%s.%N)
+    curl -sf "$URL$2" -o "$WORK/out.json"
+    t1=$(date +%s.%N)
+    python3 - "$1" "$t0" "$t1" "$WORK/out.json" <<'PY'
+import json, sys
+name, t0, t1, path = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+data = json.load(open(path))["data"]
+print(f"{name}: {(t1 - t0) * 1000:.0f} ms, {len(data)} items")
+PY
+}
+time_get "labels (100,000 streams)" "/loki/api/v1/labels?start=$START&end=$END"
+time_get "label/stream/values (100,000 streams)" "/loki/api/v1/label/stream/values?start=$START&end=$END"
+time_get "series {job=\"bench\"} (100,000 streams)" "/loki/api/v1/series?match%5B%5D=%7Bjob%3D%22bench%22%7D&start=$START&end=$END"
