@@ -58,7 +58,7 @@ impl ClusterSource {
     fn client(&self, addr: &str) -> Result<IngesterClient<Channel>, QueryError> {
         let mut channels = self.channels.lock();
         if let Some(channel) = channels.get(addr) {
-            return Ok(IngesterClient::new(channel.clone()));
+            return Ok(ingester_client(channel.clone()));
         }
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|err| {
@@ -68,7 +68,7 @@ impl ClusterSource {
             .timeout(self.timeout);
         let channel = endpoint.connect_lazy();
         channels.insert(addr.to_string(), channel.clone());
-        Ok(IngesterClient::new(channel))
+        Ok(ingester_client(channel))
     }
 
     /// The addresses of the ingesters that hold data to read: ACTIVE ones,
@@ -245,6 +245,15 @@ fn with_tenant<T>(tenant: &str, message: T) -> Result<tonic::Request<T>, tonic::
 }
 
 /// The selector text the ingester API takes.
+/// A client whose answers may be large: a series list of 100,000 streams is
+/// several MiB, over tonic's 4 MiB default.
+fn ingester_client(channel: Channel) -> IngesterClient<Channel> {
+    IngesterClient::new(channel).max_decoding_message_size(MAX_INGESTER_ANSWER_BYTES)
+}
+
+/// Largest gRPC message accepted from an ingester.
+const MAX_INGESTER_ANSWER_BYTES: usize = 512 << 20;
+
 fn selector_text(matchers: &[Matcher]) -> String {
     if matchers.iter().all(Matcher::matches_empty) {
         // The ingester rejects selectors that match everything; the
