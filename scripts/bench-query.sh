@@ -22,7 +22,7 @@ cargo build --release --bin lucia
 BIN="$CARGO_TARGET_DIR/release/lucia"
 WORK="$(mktemp -d)"
 PID=""
-trap '[ -n "$PID" ] && kill "$PID" 2>/dev/null; rm -rf "$WORK"' EXIT
+trap '[ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID"; rm -rf "$WORK"' EXIT
 
 python3 "$GENLOGS" --size-mb "$SIZE_MB" --format mixed -o "$WORK/logs.txt"
 RAW_BYTES=$(wc -c <"$WORK/logs.txt")
@@ -34,6 +34,7 @@ limits_config:
   max_line_size: 0
 querier:
   max_query_length: 0
+  max_query_series: 1000000
   query_timeout: 10m
 YAML
 PORT=3192
