@@ -29,3 +29,5 @@ pub async fn start(_config: Config, ctx: RoleContext) -> Result<Role, Error> {
 pub async fn run(config: Config, process: ProcessConfig, shutdown: Shutdown) -> Result<(), Error> {
     lucia_common::server::run_role(process, shutdown, |ctx| start(config, ctx)).await
 }
+
+pub mod promql;

@@ -1,0 +1,967 @@
+//! Evaluation of PromQL expressions with Prometheus 3 semantics.
+//!
+//! A range query is evaluated as one instant evaluation per step; every
+//! instant evaluation sees the same query start and end (for `@ start()`
+//! and `@ end()`). Series are read once per selector and query and cached.
+//!
+//! Metric names are removed late, as Prometheus 3 does with delayed name
+//! removal: operations that drop the name only flag the element, and the
+//! flagged names go at the end of each step (`label_replace`/`label_join`
+//! onto `__name__` clear the flag).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use promql_parser::label::{MatchOp as PMatchOp, Matchers};
+use promql_parser::parser::value::ValueType;
+use promql_parser::parser::{
+    AggregateExpr, AtModifier, BinaryExpr, Call, Expr, LabelModifier, Offset, SubqueryExpr,
+    VectorMatchCardinality, VectorSelector,
+};
+
+use super::functions;
+use super::source::{LabelMatcher, MatchOp, RawSeries, SeriesSource};
+use super::{DisplayLabels, Error, Labels, METRIC_NAME, Sample, Series, is_stale_nan};
+
+/// A query result.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Scalar(f64),
+    String(String),
+    Vector(Vec<Sample>),
+    Matrix(Vec<Series>),
+}
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    /// How far back a vector selector looks for a sample (ms).
+    pub lookback_ms: i64,
+    /// The step of a subquery written without one (ms).
+    pub subquery_step_ms: i64,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Self {
+            lookback_ms: 5 * 60 * 1000,
+            subquery_step_ms: 60 * 1000,
+        }
+    }
+}
+
+/// Parses a query.
+pub fn parse(query: &str) -> Result<Expr, Error> {
+    promql_parser::parser::parse(query).map_err(Error::Parse)
+}
+
+fn type_name(t: ValueType) -> &'static str {
+    match t {
+        ValueType::Vector => "instant vector",
+        ValueType::Matrix => "range vector",
+        ValueType::Scalar => "scalar",
+        ValueType::String => "string",
+    }
+}
+
+impl Engine {
+    /// Evaluates `query` at `t_ms`.
+    pub fn instant_query(
+        &self,
+        source: &dyn SeriesSource,
+        query: &str,
+        t_ms: i64,
+    ) -> Result<Value, Error> {
+        let expr = parse(query)?;
+        let ev = Evaluator::new(self, source, t_ms, t_ms);
+        Ok(match ev.eval(&expr, t_ms)? {
+            Val::Scalar(f) => Value::Scalar(f),
+            Val::Str(s) => Value::String(s),
+            Val::Vector(v) => Value::Vector(finish_vector(v)?),
+            Val::Matrix(m) => {
+                let mut out: Vec<Series> = Vec::with_capacity(m.series.len());
+                let mut seen = std::collections::HashSet::new();
+                for s in m.series {
+                    let mut labels = s.labels;
+                    if s.drop {
+                        labels.remove(METRIC_NAME);
+                    }
+                    if !seen.insert(labels.clone()) {
+                        return Err(Error::Execution(
+                            "vector cannot contain metrics with the same labelset".into(),
+                        ));
+                    }
+                    out.push(Series {
+                        labels,
+                        points: s.points,
+                    });
+                }
+                Value::Matrix(out)
+            }
+        })
+    }
+
+    /// Evaluates `query` at every step from `start_ms` to `end_ms`; the
+    /// result is a matrix sorted by labels.
+    pub fn range_query(
+        &self,
+        source: &dyn SeriesSource,
+        query: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+    ) -> Result<Vec<Series>, Error> {
+        if step_ms <= 0 {
+            return Err(Error::Parse(
+                "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
+            ));
+        }
+        if end_ms < start_ms {
+            return Err(Error::Parse(
+                "end timestamp must not be before start time".into(),
+            ));
+        }
+        let expr = parse(query)?;
+        let vt = expr.value_type();
+        if !matches!(vt, ValueType::Vector | ValueType::Scalar) {
+            return Err(Error::Parse(format!(
+                "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
+                type_name(vt)
+            )));
+        }
+        let ev = Evaluator::new(self, source, start_ms, end_ms);
+        let mut index: HashMap<Labels, usize> = HashMap::new();
+        let mut out: Vec<Series> = Vec::new();
+        let mut push = |labels: Labels, t: i64, f: f64| {
+            let i = *index.entry(labels.clone()).or_insert_with(|| {
+                out.push(Series {
+                    labels,
+                    points: Vec::new(),
+                });
+                out.len() - 1
+            });
+            out[i].points.push((t, f));
+        };
+        let mut t = start_ms;
+        while t <= end_ms {
+            match ev.eval(&expr, t)? {
+                Val::Scalar(f) => push(Labels::new(), t, f),
+                Val::Vector(v) => {
+                    for s in finish_vector(v)? {
+                        push(s.labels, t, s.f);
+                    }
+                }
+                Val::Str(_) | Val::Matrix(_) => {
+                    return Err(Error::Parse(
+                        "invalid expression type for range query, must be Scalar or instant Vector"
+                            .into(),
+                    ));
+                }
+            }
+            t = t.saturating_add(step_ms);
+            if t == i64::MAX {
+                break;
+            }
+        }
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(out)
+    }
+}
+
+/// Removes flagged metric names and rejects duplicate label sets.
+fn finish_vector(v: Vec<El>) -> Result<Vec<Sample>, Error> {
+    let mut seen = std::collections::HashSet::with_capacity(v.len());
+    let mut out = Vec::with_capacity(v.len());
+    for el in v {
+        let mut labels = el.labels;
+        if el.drop {
+            labels.remove(METRIC_NAME);
+        }
+        if !seen.insert(labels.clone()) {
+            return Err(Error::Execution(
+                "vector cannot contain metrics with the same labelset".into(),
+            ));
+        }
+        out.push(Sample { labels, f: el.f });
+    }
+    Ok(out)
+}
+
+/// An instant vector element during evaluation.
+#[derive(Debug, Clone)]
+pub(crate) struct El {
+    pub labels: Labels,
+    pub f: f64,
+    /// The metric name is to be removed at the end.
+    pub drop: bool,
+}
+
+/// A range vector series during evaluation.
+#[derive(Debug, Clone)]
+pub(crate) struct MSer {
+    pub labels: Labels,
+    pub points: Vec<(i64, f64)>,
+    pub drop: bool,
+}
+
+/// A range vector: its series and the window `(end - range, end]`.
+#[derive(Debug, Clone)]
+pub(crate) struct Mat {
+    pub series: Vec<MSer>,
+    pub end: i64,
+    pub range: i64,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Val {
+    Scalar(f64),
+    Str(String),
+    Vector(Vec<El>),
+    Matrix(Mat),
+}
+
+impl Val {
+    fn kind(&self) -> &'static str {
+        match self {
+            Val::Scalar(_) => "scalar",
+            Val::Str(_) => "string",
+            Val::Vector(_) => "instant vector",
+            Val::Matrix(_) => "range vector",
+        }
+    }
+}
+
+pub(crate) fn exec<T>(msg: impl Into<String>) -> Result<T, Error> {
+    Err(Error::Execution(msg.into()))
+}
+
+fn duration_ms(d: &Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn system_time_ms(t: &SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => duration_ms(&d),
+        Err(e) => -duration_ms(&e.duration()),
+    }
+}
+
+fn offset_ms(o: &Option<Offset>) -> i64 {
+    match o {
+        None => 0,
+        Some(Offset::Pos(d)) => duration_ms(d),
+        Some(Offset::Neg(d)) => -duration_ms(d),
+    }
+}
+
+pub(crate) struct Evaluator<'a> {
+    source: &'a dyn SeriesSource,
+    lookback: i64,
+    sub_step: i64,
+    start: i64,
+    end: i64,
+    cache: RefCell<HashMap<String, Rc<Vec<RawSeries>>>>,
+}
+
+impl<'a> Evaluator<'a> {
+    fn new(engine: &Engine, source: &'a dyn SeriesSource, start: i64, end: i64) -> Self {
+        Self {
+            source,
+            lookback: engine.lookback_ms,
+            sub_step: engine.subquery_step_ms.max(1),
+            start,
+            end,
+            cache: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// The time a selector or subquery looks at when evaluated at `t`.
+    fn effective_time(&self, at: &Option<AtModifier>, offset: &Option<Offset>, t: i64) -> i64 {
+        let base = match at {
+            None => t,
+            Some(AtModifier::Start) => self.start,
+            Some(AtModifier::End) => self.end,
+            Some(AtModifier::At(st)) => system_time_ms(st),
+        };
+        base.saturating_sub(offset_ms(offset))
+    }
+
+    fn fetch(&self, vs: &VectorSelector) -> Result<Rc<Vec<RawSeries>>, Error> {
+        let mut matchers = convert_matchers(&vs.matchers)?;
+        if let Some(name) = &vs.name {
+            matchers.push(LabelMatcher::new(METRIC_NAME, MatchOp::Equal, name)?);
+        }
+        let key = matchers
+            .iter()
+            .map(|m| format!("{}\u{1}{:?}\u{1}{}", m.name, m.op, m.value))
+            .collect::<Vec<_>>()
+            .join("\u{2}");
+        if let Some(hit) = self.cache.borrow().get(&key) {
+            return Ok(hit.clone());
+        }
+        // The whole time range: queries here are small. A storage-backed
+        // source will want the bounds computed from the expression.
+        let series = Rc::new(self.source.select(&matchers, i64::MIN, i64::MAX)?);
+        self.cache.borrow_mut().insert(key, series.clone());
+        Ok(series)
+    }
+
+    pub(crate) fn eval(&self, expr: &Expr, t: i64) -> Result<Val, Error> {
+        match expr {
+            Expr::NumberLiteral(n) => Ok(Val::Scalar(n.val)),
+            Expr::StringLiteral(s) => Ok(Val::Str(s.val.clone())),
+            Expr::Paren(p) => self.eval(&p.expr, t),
+            Expr::Unary(u) => match self.eval(&u.expr, t)? {
+                Val::Scalar(f) => Ok(Val::Scalar(-f)),
+                Val::Vector(v) => Ok(Val::Vector(
+                    v.into_iter()
+                        .map(|el| El {
+                            f: -el.f,
+                            drop: true,
+                            labels: el.labels,
+                        })
+                        .collect(),
+                )),
+                other => exec(format!("unary minus on {}", other.kind())),
+            },
+            Expr::VectorSelector(vs) => self.select_vector(vs, t).map(Val::Vector),
+            Expr::MatrixSelector(ms) => {
+                let end = self.effective_time(&ms.vs.at, &ms.vs.offset, t);
+                let range = duration_ms(&ms.range);
+                self.select_matrix(&ms.vs, end, range).map(Val::Matrix)
+            }
+            Expr::Subquery(sq) => self.eval_subquery(sq, t).map(Val::Matrix),
+            Expr::Aggregate(a) => self.eval_aggregate(a, t),
+            Expr::Binary(b) => self.eval_binary(b, t),
+            Expr::Call(c) => self.eval_call(c, t),
+            Expr::Extension(_) => exec("extension expressions are not supported"),
+        }
+    }
+
+    pub(crate) fn select_vector(&self, vs: &VectorSelector, t: i64) -> Result<Vec<El>, Error> {
+        Ok(self
+            .select_vector_ts(vs, t)?
+            .into_iter()
+            .map(|(el, _)| el)
+            .collect())
+    }
+
+    /// Like `select_vector`, with each sample's own timestamp.
+    pub(crate) fn select_vector_ts(
+        &self,
+        vs: &VectorSelector,
+        t: i64,
+    ) -> Result<Vec<(El, i64)>, Error> {
+        let te = self.effective_time(&vs.at, &vs.offset, t);
+        let series = self.fetch(vs)?;
+        let mut out = Vec::new();
+        for s in series.iter() {
+            let idx = s.samples.partition_point(|p| p.0 <= te);
+            if idx == 0 {
+                continue;
+            }
+            let (ts, f) = s.samples[idx - 1];
+            if ts <= te.saturating_sub(self.lookback) || is_stale_nan(f) {
+                continue;
+            }
+            out.push((
+                El {
+                    labels: s.labels.clone(),
+                    f,
+                    drop: false,
+                },
+                ts,
+            ));
+        }
+        Ok(out)
+    }
+
+    fn select_matrix(&self, vs: &VectorSelector, end: i64, range: i64) -> Result<Mat, Error> {
+        let series = self.fetch(vs)?;
+        let start = end.saturating_sub(range);
+        let mut out = Vec::new();
+        for s in series.iter() {
+            let lo = s.samples.partition_point(|p| p.0 <= start);
+            let hi = s.samples.partition_point(|p| p.0 <= end);
+            let points: Vec<(i64, f64)> = s.samples[lo..hi.max(lo)]
+                .iter()
+                .copied()
+                .filter(|p| !is_stale_nan(p.1))
+                .collect();
+            if points.is_empty() {
+                continue;
+            }
+            out.push(MSer {
+                labels: s.labels.clone(),
+                points,
+                drop: false,
+            });
+        }
+        Ok(Mat {
+            series: out,
+            end,
+            range,
+        })
+    }
+
+    fn eval_subquery(&self, sq: &SubqueryExpr, t: i64) -> Result<Mat, Error> {
+        let end = self.effective_time(&sq.at, &sq.offset, t);
+        let range = duration_ms(&sq.range);
+        let step = match &sq.step {
+            Some(d) if !d.is_zero() => duration_ms(d).max(1),
+            _ => self.sub_step,
+        };
+        let lowest = end.saturating_sub(range);
+        let mut ts = lowest
+            .div_euclid(step)
+            .saturating_add(1)
+            .saturating_mul(step);
+        let mut index: HashMap<Labels, usize> = HashMap::new();
+        let mut series: Vec<MSer> = Vec::new();
+        while ts <= end {
+            let v = match self.eval(&sq.expr, ts)? {
+                Val::Vector(v) => v,
+                Val::Scalar(f) => vec![El {
+                    labels: Labels::new(),
+                    f,
+                    drop: false,
+                }],
+                other => return exec(format!("subquery over {}", other.kind())),
+            };
+            for el in v {
+                let i = match index.get(&el.labels) {
+                    Some(i) => *i,
+                    None => {
+                        index.insert(el.labels.clone(), series.len());
+                        series.push(MSer {
+                            labels: el.labels.clone(),
+                            points: Vec::new(),
+                            drop: el.drop,
+                        });
+                        series.len() - 1
+                    }
+                };
+                series[i].drop |= el.drop;
+                series[i].points.push((ts, el.f));
+            }
+            ts = match ts.checked_add(step) {
+                Some(n) => n,
+                None => break,
+            };
+        }
+        Ok(Mat { series, end, range })
+    }
+
+    pub(crate) fn eval_scalar(&self, expr: &Expr, t: i64) -> Result<f64, Error> {
+        match self.eval(expr, t)? {
+            Val::Scalar(f) => Ok(f),
+            other => exec(format!("expected scalar, got {}", other.kind())),
+        }
+    }
+
+    pub(crate) fn eval_string(&self, expr: &Expr, t: i64) -> Result<String, Error> {
+        match self.eval(expr, t)? {
+            Val::Str(s) => Ok(s),
+            other => exec(format!("expected string, got {}", other.kind())),
+        }
+    }
+
+    pub(crate) fn eval_vector(&self, expr: &Expr, t: i64) -> Result<Vec<El>, Error> {
+        match self.eval(expr, t)? {
+            Val::Vector(v) => Ok(v),
+            other => exec(format!("expected instant vector, got {}", other.kind())),
+        }
+    }
+
+    pub(crate) fn eval_matrix(&self, expr: &Expr, t: i64) -> Result<Mat, Error> {
+        match self.eval(expr, t)? {
+            Val::Matrix(m) => Ok(m),
+            other => exec(format!("expected range vector, got {}", other.kind())),
+        }
+    }
+
+    fn eval_call(&self, call: &Call, t: i64) -> Result<Val, Error> {
+        functions::call(self, call.func.name, &call.args.args, t)
+    }
+
+    // ---- binary operators ----
+
+    fn eval_binary(&self, b: &BinaryExpr, t: i64) -> Result<Val, Error> {
+        let op = BinOp::from_str(&b.op.to_string())?;
+        let return_bool = b.return_bool();
+        let lhs = self.eval(&b.lhs, t)?;
+        let rhs = self.eval(&b.rhs, t)?;
+        match (lhs, rhs) {
+            (Val::Scalar(l), Val::Scalar(r)) => {
+                let (v, keep) = op.apply(l, r);
+                if op.is_comparison() {
+                    Ok(Val::Scalar(if keep { 1.0 } else { 0.0 }))
+                } else {
+                    Ok(Val::Scalar(v))
+                }
+            }
+            (Val::Vector(v), Val::Scalar(s)) => {
+                Ok(Val::Vector(vector_scalar(op, v, s, false, return_bool)))
+            }
+            (Val::Scalar(s), Val::Vector(v)) => {
+                Ok(Val::Vector(vector_scalar(op, v, s, true, return_bool)))
+            }
+            (Val::Vector(l), Val::Vector(r)) => {
+                let (card, on, names) = match &b.modifier {
+                    None => (VectorMatchCardinality::OneToOne, false, Vec::new()),
+                    Some(m) => {
+                        let (on, names) = match &m.matching {
+                            None => (false, Vec::new()),
+                            Some(LabelModifier::Include(ls)) => (true, ls.labels.clone()),
+                            Some(LabelModifier::Exclude(ls)) => (false, ls.labels.clone()),
+                        };
+                        (m.card.clone(), on, names)
+                    }
+                };
+                let matching = Matching { on, names };
+                match op {
+                    BinOp::And | BinOp::Or | BinOp::Unless => {
+                        Ok(Val::Vector(set_op(op, l, r, &matching)))
+                    }
+                    _ => vector_vector(op, l, r, &card, &matching, return_bool).map(Val::Vector),
+                }
+            }
+            (l, r) => exec(format!(
+                "binary operator between {} and {}",
+                l.kind(),
+                r.kind()
+            )),
+        }
+    }
+
+    // ---- aggregations ----
+
+    fn eval_aggregate(&self, a: &AggregateExpr, t: i64) -> Result<Val, Error> {
+        let op = a.op.to_string();
+        let input = self.eval_vector(&a.expr, t)?;
+        let (by, names): (bool, Vec<String>) = match &a.modifier {
+            None => (true, Vec::new()),
+            Some(LabelModifier::Include(ls)) => (true, ls.labels.clone()),
+            Some(LabelModifier::Exclude(ls)) => (false, ls.labels.clone()),
+        };
+        let group_key = |labels: &Labels| -> Labels {
+            if by {
+                labels
+                    .iter()
+                    .filter(|(k, _)| names.iter().any(|n| n == *k))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            } else {
+                labels
+                    .iter()
+                    .filter(|(k, _)| k.as_str() != METRIC_NAME && !names.iter().any(|n| n == *k))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            }
+        };
+        match op.as_str() {
+            "topk" | "bottomk" => {
+                let Some(param) = &a.param else {
+                    return exec(format!("{op} needs a parameter"));
+                };
+                let k = self.eval_scalar(param, t)?;
+                if k.is_nan() {
+                    return exec("Parameter value is NaN");
+                }
+                let k = if k >= i64::MAX as f64 {
+                    i64::MAX
+                } else if k <= i64::MIN as f64 {
+                    i64::MIN
+                } else {
+                    k as i64
+                };
+                if k < 1 {
+                    return Ok(Val::Vector(Vec::new()));
+                }
+                let k = usize::try_from(k).unwrap_or(usize::MAX);
+                let mut groups: Vec<Vec<El>> = Vec::new();
+                let mut index: HashMap<Labels, usize> = HashMap::new();
+                for el in input {
+                    let key = group_key(&el.labels);
+                    let i = *index.entry(key).or_insert_with(|| {
+                        groups.push(Vec::new());
+                        groups.len() - 1
+                    });
+                    groups[i].push(el);
+                }
+                let top = op == "topk";
+                let mut out = Vec::new();
+                for mut g in groups {
+                    g.sort_by(|x, y| rank_cmp(x.f, y.f, top));
+                    g.truncate(k);
+                    out.extend(g);
+                }
+                Ok(Val::Vector(out))
+            }
+            "count_values" => {
+                let Some(param) = &a.param else {
+                    return exec("count_values needs a parameter");
+                };
+                let label = self.eval_string(param, t)?;
+                if !valid_label_name(&label) {
+                    return exec(format!("invalid label name {label:?}"));
+                }
+                let mut groups: Vec<(Labels, f64)> = Vec::new();
+                let mut index: HashMap<Labels, usize> = HashMap::new();
+                for el in input {
+                    let mut key = group_key(&el.labels);
+                    key.insert(label.clone(), format_value(el.f));
+                    let i = *index.entry(key.clone()).or_insert_with(|| {
+                        groups.push((key, 0.0));
+                        groups.len() - 1
+                    });
+                    groups[i].1 += 1.0;
+                }
+                Ok(Val::Vector(
+                    groups
+                        .into_iter()
+                        .map(|(labels, f)| El {
+                            labels,
+                            f,
+                            drop: false,
+                        })
+                        .collect(),
+                ))
+            }
+            _ => {
+                let param = match &a.param {
+                    Some(p) if op == "quantile" => Some(self.eval_scalar(p, t)?),
+                    _ => None,
+                };
+                let mut groups: Vec<(Labels, bool, Vec<f64>)> = Vec::new();
+                let mut index: HashMap<Labels, usize> = HashMap::new();
+                for el in input {
+                    let key = group_key(&el.labels);
+                    let has_name = key.contains_key(METRIC_NAME);
+                    let i = *index.entry(key.clone()).or_insert_with(|| {
+                        groups.push((key, false, Vec::new()));
+                        groups.len() - 1
+                    });
+                    if has_name && el.drop {
+                        groups[i].1 = true;
+                    }
+                    groups[i].2.push(el.f);
+                }
+                let mut out = Vec::with_capacity(groups.len());
+                for (labels, drop, values) in groups {
+                    let f = match op.as_str() {
+                        "sum" => functions::kahan_sum(&values),
+                        "avg" => functions::mean(&values),
+                        "min" => values.iter().copied().fold(f64::NAN, |acc, f| {
+                            if acc > f || acc.is_nan() { f } else { acc }
+                        }),
+                        "max" => values.iter().copied().fold(f64::NAN, |acc, f| {
+                            if acc < f || acc.is_nan() { f } else { acc }
+                        }),
+                        "count" => values.len() as f64,
+                        "group" => 1.0,
+                        "stdvar" => functions::variance(&values),
+                        "stddev" => functions::variance(&values).sqrt(),
+                        "quantile" => functions::quantile(param.unwrap_or(f64::NAN), values),
+                        other => return exec(format!("unsupported aggregation {other}")),
+                    };
+                    out.push(El { labels, f, drop });
+                }
+                Ok(Val::Vector(out))
+            }
+        }
+    }
+}
+
+/// Orders for topk (largest first) or bottomk (smallest first); NaN last.
+fn rank_cmp(a: f64, b: f64, top: bool) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => Ordering::Equal,
+        (true, false) => Ordering::Greater,
+        (false, true) => Ordering::Less,
+        (false, false) => {
+            if top {
+                b.partial_cmp(&a).unwrap_or(Ordering::Equal)
+            } else {
+                a.partial_cmp(&b).unwrap_or(Ordering::Equal)
+            }
+        }
+    }
+}
+
+/// Go's `strconv.FormatFloat(f, 'f', -1, 64)`.
+pub(crate) fn format_value(f: f64) -> String {
+    if f.is_nan() {
+        "NaN".into()
+    } else if f == f64::INFINITY {
+        "+Inf".into()
+    } else if f == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        format!("{f}")
+    }
+}
+
+pub(crate) fn valid_label_name(name: &str) -> bool {
+    !name.is_empty()
+}
+
+fn convert_matchers(ms: &Matchers) -> Result<Vec<LabelMatcher>, Error> {
+    let mut out = Vec::with_capacity(ms.matchers.len());
+    for m in &ms.matchers {
+        let op = match &m.op {
+            PMatchOp::Equal => MatchOp::Equal,
+            PMatchOp::NotEqual => MatchOp::NotEqual,
+            PMatchOp::Re(_) => MatchOp::Regex,
+            PMatchOp::NotRe(_) => MatchOp::NotRegex,
+        };
+        out.push(LabelMatcher::new(&m.name, op, &m.value)?);
+    }
+    if !ms.or_matchers.is_empty() {
+        return exec("'or' in label matchers is not supported");
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BinOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Mod,
+    Pow,
+    Atan2,
+    Eq,
+    Ne,
+    Gt,
+    Lt,
+    Ge,
+    Le,
+    And,
+    Or,
+    Unless,
+}
+
+impl BinOp {
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Ok(match s {
+            "+" => Self::Add,
+            "-" => Self::Sub,
+            "*" => Self::Mul,
+            "/" => Self::Div,
+            "%" => Self::Mod,
+            "^" => Self::Pow,
+            "atan2" => Self::Atan2,
+            "==" => Self::Eq,
+            "!=" => Self::Ne,
+            ">" => Self::Gt,
+            "<" => Self::Lt,
+            ">=" => Self::Ge,
+            "<=" => Self::Le,
+            "and" => Self::And,
+            "or" => Self::Or,
+            "unless" => Self::Unless,
+            other => return exec(format!("unsupported binary operator {other:?}")),
+        })
+    }
+
+    fn is_comparison(self) -> bool {
+        matches!(
+            self,
+            Self::Eq | Self::Ne | Self::Gt | Self::Lt | Self::Ge | Self::Le
+        )
+    }
+
+    /// The value and whether a comparison holds (always true for arithmetic).
+    fn apply(self, l: f64, r: f64) -> (f64, bool) {
+        match self {
+            Self::Add => (l + r, true),
+            Self::Sub => (l - r, true),
+            Self::Mul => (l * r, true),
+            Self::Div => (l / r, true),
+            Self::Mod => (l % r, true),
+            Self::Pow => (l.powf(r), true),
+            Self::Atan2 => (l.atan2(r), true),
+            Self::Eq => (l, l == r),
+            Self::Ne => (l, l != r),
+            Self::Gt => (l, l > r),
+            Self::Lt => (l, l < r),
+            Self::Ge => (l, l >= r),
+            Self::Le => (l, l <= r),
+            Self::And | Self::Or | Self::Unless => (l, true),
+        }
+    }
+}
+
+fn vector_scalar(op: BinOp, v: Vec<El>, s: f64, swap: bool, return_bool: bool) -> Vec<El> {
+    let mut out = Vec::with_capacity(v.len());
+    for el in v {
+        let (l, r) = if swap { (s, el.f) } else { (el.f, s) };
+        let (mut val, keep) = op.apply(l, r);
+        if op.is_comparison() {
+            if return_bool {
+                val = if keep { 1.0 } else { 0.0 };
+            } else if !keep {
+                continue;
+            } else {
+                val = el.f;
+            }
+        }
+        out.push(El {
+            f: val,
+            drop: el.drop || !op.is_comparison() || return_bool,
+            labels: el.labels,
+        });
+    }
+    out
+}
+
+struct Matching {
+    on: bool,
+    names: Vec<String>,
+}
+
+impl Matching {
+    fn signature(&self, labels: &Labels) -> Labels {
+        if self.on {
+            labels
+                .iter()
+                .filter(|(k, _)| self.names.iter().any(|n| n == *k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        } else {
+            labels
+                .iter()
+                .filter(|(k, _)| k.as_str() != METRIC_NAME && !self.names.iter().any(|n| n == *k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        }
+    }
+}
+
+fn set_op(op: BinOp, l: Vec<El>, r: Vec<El>, m: &Matching) -> Vec<El> {
+    match op {
+        BinOp::And => {
+            let sigs: std::collections::HashSet<Labels> =
+                r.iter().map(|e| m.signature(&e.labels)).collect();
+            l.into_iter()
+                .filter(|e| sigs.contains(&m.signature(&e.labels)))
+                .collect()
+        }
+        BinOp::Unless => {
+            let sigs: std::collections::HashSet<Labels> =
+                r.iter().map(|e| m.signature(&e.labels)).collect();
+            l.into_iter()
+                .filter(|e| !sigs.contains(&m.signature(&e.labels)))
+                .collect()
+        }
+        _ => {
+            let sigs: std::collections::HashSet<Labels> =
+                l.iter().map(|e| m.signature(&e.labels)).collect();
+            let mut out = l;
+            out.extend(
+                r.into_iter()
+                    .filter(|e| !sigs.contains(&m.signature(&e.labels))),
+            );
+            out
+        }
+    }
+}
+
+fn vector_vector(
+    op: BinOp,
+    lhs: Vec<El>,
+    rhs: Vec<El>,
+    card: &VectorMatchCardinality,
+    m: &Matching,
+    return_bool: bool,
+) -> Result<Vec<El>, Error> {
+    let (swapped, include) = match card {
+        VectorMatchCardinality::OneToMany(ls) => (true, ls.labels.clone()),
+        VectorMatchCardinality::ManyToOne(ls) => (false, ls.labels.clone()),
+        _ => (false, Vec::new()),
+    };
+    let one_to_one = matches!(
+        card,
+        VectorMatchCardinality::OneToOne | VectorMatchCardinality::ManyToMany
+    );
+    let (lhs, rhs) = if swapped { (rhs, lhs) } else { (lhs, rhs) };
+    let mut right: HashMap<Labels, El> = HashMap::with_capacity(rhs.len());
+    for r in rhs {
+        let sig = m.signature(&r.labels);
+        if let Some(dup) = right.get(&sig) {
+            let side = if swapped { "left" } else { "right" };
+            let mut a = DisplayLabels(&r.labels).to_string();
+            let mut b = DisplayLabels(&dup.labels).to_string();
+            if a > b {
+                std::mem::swap(&mut a, &mut b);
+            }
+            return exec(format!(
+                "found duplicate series for the match group {} on the {side} hand-side of the operation: [{a}, {b}];many-to-many matching not allowed: matching labels must be unique on one side",
+                DisplayLabels(&sig)
+            ));
+        }
+        right.insert(sig, r);
+    }
+    let mut matched: HashMap<Labels, std::collections::HashSet<Labels>> = HashMap::new();
+    let mut out = Vec::new();
+    for l in lhs {
+        let sig = m.signature(&l.labels);
+        let Some(r) = right.get(&sig) else {
+            continue;
+        };
+        let (fl, fr) = if swapped { (r.f, l.f) } else { (l.f, r.f) };
+        let (mut val, keep) = op.apply(fl, fr);
+        if op.is_comparison() {
+            if return_bool {
+                val = if keep { 1.0 } else { 0.0 };
+            } else if !keep {
+                continue;
+            }
+        }
+        let mut labels = l.labels.clone();
+        if one_to_one {
+            if m.on {
+                labels.retain(|k, _| m.names.iter().any(|n| n == k));
+            } else {
+                labels.retain(|k, _| !m.names.iter().any(|n| n == k));
+            }
+        }
+        for name in &include {
+            match r.labels.get(name) {
+                Some(v) if !v.is_empty() => {
+                    labels.insert(name.clone(), v.clone());
+                }
+                _ => {
+                    labels.remove(name);
+                }
+            }
+        }
+        let entry = matched.entry(sig).or_default();
+        if one_to_one {
+            if !entry.is_empty() {
+                return exec(
+                    "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)",
+                );
+            }
+            entry.insert(Labels::new());
+        } else if !entry.insert(labels.clone()) {
+            return exec("multiple matches for labels: grouping labels must ensure unique matches");
+        }
+        let drop = if op.is_comparison() && !return_bool {
+            l.drop
+        } else {
+            true
+        };
+        out.push(El {
+            labels,
+            f: val,
+            drop,
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,82 @@
+//! The storage seam of the PromQL engine.
+
+use regex::Regex;
+
+use super::{Error, Labels};
+
+/// How a matcher compares a label value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MatchOp {
+    Equal,
+    NotEqual,
+    Regex,
+    NotRegex,
+}
+
+/// A label matcher. Regexes are fully anchored, as in Prometheus. A label
+/// that is absent matches as the empty value.
+#[derive(Debug, Clone)]
+pub struct LabelMatcher {
+    pub name: String,
+    pub op: MatchOp,
+    pub value: String,
+    regex: Option<Regex>,
+}
+
+impl LabelMatcher {
+    /// Builds a matcher; fails on an invalid regex.
+    pub fn new(name: &str, op: MatchOp, value: &str) -> Result<Self, Error> {
+        let regex = match op {
+            MatchOp::Regex | MatchOp::NotRegex => {
+                Some(Regex::new(&format!("^(?s:{value})$")).map_err(|e| {
+                    Error::Parse(format!("invalid regular expression {value:?}: {e}"))
+                })?)
+            }
+            MatchOp::Equal | MatchOp::NotEqual => None,
+        };
+        Ok(Self {
+            name: name.to_string(),
+            op,
+            value: value.to_string(),
+            regex,
+        })
+    }
+
+    /// True when `value` (the empty string for an absent label) matches.
+    pub fn matches_value(&self, value: &str) -> bool {
+        match (self.op, &self.regex) {
+            (MatchOp::Equal, _) => value == self.value,
+            (MatchOp::NotEqual, _) => value != self.value,
+            (MatchOp::Regex, Some(re)) => re.is_match(value),
+            (MatchOp::NotRegex, Some(re)) => !re.is_match(value),
+            (MatchOp::Regex | MatchOp::NotRegex, None) => false,
+        }
+    }
+
+    /// True when the label set matches.
+    pub fn matches(&self, labels: &Labels) -> bool {
+        self.matches_value(labels.get(&self.name).map(String::as_str).unwrap_or(""))
+    }
+}
+
+/// A series as storage returns it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawSeries {
+    pub labels: Labels,
+    /// (timestamp in ms, value), sorted by time; staleness markers are kept
+    /// with their exact bit pattern.
+    pub samples: Vec<(i64, f64)>,
+}
+
+/// Where the engine reads series from.
+pub trait SeriesSource: Send + Sync {
+    /// Every series that matches all `matchers`, with its samples in
+    /// `[start_ms, end_ms]` (inclusive). Series without samples in the range
+    /// may be left out.
+    fn select(
+        &self,
+        matchers: &[LabelMatcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<RawSeries>, Error>;
+}

@@ -1,0 +1,3 @@
+//! Integration tests of the tsdb crate (one binary).
+
+mod promql_conformance;
