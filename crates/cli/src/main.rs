@@ -65,6 +65,12 @@ enum TestCommand {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
+    /// Run Prometheus promqltest `.test` files against the PromQL engine; exits nonzero when a case fails
+    Promql {
+        /// promqltest files
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -126,6 +132,9 @@ fn real_main() -> anyhow::Result<std::process::ExitCode> {
             .context("cannot start the async runtime")?;
         return runtime.block_on(test_logql(files));
     }
+    if let Command::Test(TestCommand::Promql { files }) = &cli.command {
+        return test_promql(files);
+    }
     let (role, args) = match &cli.command {
         Command::All(a) => ("all", a),
         Command::Distributor(a) => ("distributor", a),
@@ -161,6 +170,33 @@ async fn test_logql(files: &[PathBuf]) -> anyhow::Result<std::process::ExitCode>
     let (mut passed, mut failed) = (0, 0);
     for path in files {
         let report = lucia_querier::conformance::run_file(path).await?;
+        for failure in &report.failures {
+            println!("FAIL {failure}");
+        }
+        println!(
+            "{}: {} passed, {} failed",
+            report.name, report.passed, report.failed
+        );
+        passed += report.passed;
+        failed += report.failed;
+    }
+    println!("{passed} passed, {failed} failed");
+    Ok(if failed == 0 {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    })
+}
+
+/// `lucia test promql FILE...`: prints each failure and per-file counts, and
+/// ends with `N passed, M failed`.
+fn test_promql(files: &[PathBuf]) -> anyhow::Result<std::process::ExitCode> {
+    let (mut passed, mut failed) = (0, 0);
+    for path in files {
+        let report = lucia_tsdb::promql::conformance::run_file(path)?;
+        for err in &report.load_errors {
+            println!("LOAD {err}");
+        }
         for failure in &report.failures {
             println!("FAIL {failure}");
         }

@@ -75,7 +75,7 @@ impl Engine {
         t_ms: i64,
     ) -> Result<Value, Error> {
         let expr = parse(query)?;
-        let ev = Evaluator::new(self, source, t_ms, t_ms);
+        let ev = Evaluator::new(self, source, t_ms, t_ms, 0);
         Ok(match ev.eval(&expr, t_ms)? {
             Val::Scalar(f) => Value::Scalar(f),
             Val::Str(s) => Value::String(s),
@@ -131,7 +131,7 @@ impl Engine {
                 type_name(vt)
             )));
         }
-        let ev = Evaluator::new(self, source, start_ms, end_ms);
+        let ev = Evaluator::new(self, source, start_ms, end_ms, step_ms);
         let mut index: HashMap<Labels, usize> = HashMap::new();
         let mut out: Vec<Series> = Vec::new();
         let mut push = |labels: Labels, t: i64, f: f64| {
@@ -260,14 +260,17 @@ pub(crate) struct Evaluator<'a> {
     source: &'a dyn SeriesSource,
     lookback: i64,
     sub_step: i64,
-    start: i64,
-    end: i64,
+    pub(crate) start: i64,
+    pub(crate) end: i64,
+    /// The range query step (0 for an instant query).
+    pub(crate) step: i64,
     cache: RefCell<HashMap<String, Rc<Vec<RawSeries>>>>,
 }
 
 impl<'a> Evaluator<'a> {
-    fn new(engine: &Engine, source: &'a dyn SeriesSource, start: i64, end: i64) -> Self {
+    fn new(engine: &Engine, source: &'a dyn SeriesSource, start: i64, end: i64, step: i64) -> Self {
         Self {
+            step,
             source,
             lookback: engine.lookback_ms,
             sub_step: engine.subquery_step_ms.max(1),
@@ -600,6 +603,23 @@ impl<'a> Evaluator<'a> {
                 }
                 Ok(Val::Vector(out))
             }
+            "limitk" | "limit_ratio" => {
+                let Some(param) = &a.param else {
+                    return exec(format!("{op} needs a parameter"));
+                };
+                let p = self.eval_scalar(param, t)?;
+                if p.is_nan() {
+                    return exec(if op == "limitk" {
+                        "Parameter value is NaN"
+                    } else {
+                        "Ratio value is NaN"
+                    });
+                }
+                if input.is_empty() {
+                    return Ok(Val::Vector(Vec::new()));
+                }
+                exec(format!("{op} is not supported"))
+            }
             "count_values" => {
                 let Some(param) = &a.param else {
                     return exec("count_values needs a parameter");
@@ -916,12 +936,8 @@ fn vector_vector(
         };
         let (fl, fr) = if swapped { (r.f, l.f) } else { (l.f, r.f) };
         let (mut val, keep) = op.apply(fl, fr);
-        if op.is_comparison() {
-            if return_bool {
-                val = if keep { 1.0 } else { 0.0 };
-            } else if !keep {
-                continue;
-            }
+        if op.is_comparison() && return_bool {
+            val = if keep { 1.0 } else { 0.0 };
         }
         let mut labels = l.labels.clone();
         if one_to_one {
@@ -951,6 +967,9 @@ fn vector_vector(
             entry.insert(Labels::new());
         } else if !entry.insert(labels.clone()) {
             return exec("multiple matches for labels: grouping labels must ensure unique matches");
+        }
+        if op.is_comparison() && !return_bool && !keep {
+            continue;
         }
         let drop = if op.is_comparison() && !return_bool {
             l.drop

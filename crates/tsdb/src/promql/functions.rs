@@ -30,6 +30,34 @@ pub(crate) fn call(ev: &Evaluator<'_>, name: &str, args: &Args, t: i64) -> Resul
     let now = t as f64 / 1000.0;
     match name {
         "time" => Ok(Val::Scalar(now)),
+        "start" => Ok(Val::Scalar(ev.start as f64 / 1000.0)),
+        "end" => Ok(Val::Scalar(ev.end as f64 / 1000.0)),
+        "step" => Ok(Val::Scalar(ev.step as f64 / 1000.0)),
+        "range" => Ok(Val::Scalar((ev.end - ev.start) as f64 / 1000.0)),
+        "min_of" | "max_of" => {
+            let a = ev.eval_scalar(arg(args, 0)?, t)?;
+            let b = ev.eval_scalar(arg(args, 1)?, t)?;
+            Ok(Val::Scalar(if name == "min_of" {
+                go_min(a, b)
+            } else {
+                go_max(a, b)
+            }))
+        }
+        "histogram_fraction" => {
+            let lower = ev.eval_scalar(arg(args, 0)?, t)?;
+            let upper = ev.eval_scalar(arg(args, 1)?, t)?;
+            let v = ev.eval_vector(arg(args, 2)?, t)?;
+            Ok(Val::Vector(
+                bucket_groups(v)
+                    .into_iter()
+                    .map(|(labels, buckets)| El {
+                        labels,
+                        f: bucket_fraction(lower, upper, buckets),
+                        drop: true,
+                    })
+                    .collect(),
+            ))
+        }
         "pi" => Ok(Val::Scalar(std::f64::consts::PI)),
         "vector" => Ok(Val::Vector(vec![El {
             labels: Labels::new(),
@@ -352,6 +380,9 @@ pub(crate) fn call(ev: &Evaluator<'_>, name: &str, args: &Args, t: i64) -> Resul
                         }
                         _ => {
                             let v: Vec<f64> = vals().collect();
+                            if v.iter().any(|x| x.is_nan()) {
+                                return Some(f64::NAN);
+                            }
                             let median = quantile(0.5, v.clone());
                             Some(quantile(
                                 0.5,
@@ -784,22 +815,7 @@ fn parse_le(s: &str) -> Option<f64> {
 
 /// histogram_quantile over classic buckets (series with an `le` label).
 fn histogram_quantile(q: f64, v: Vec<El>) -> Vec<El> {
-    let mut groups: Vec<(Labels, Vec<(f64, f64)>)> = Vec::new();
-    let mut index: std::collections::HashMap<Labels, usize> = std::collections::HashMap::new();
-    for el in v {
-        let Some(le) = el.labels.get("le").and_then(|s| parse_le(s)) else {
-            continue;
-        };
-        let mut key = el.labels;
-        key.remove("le");
-        key.remove(METRIC_NAME);
-        let i = *index.entry(key.clone()).or_insert_with(|| {
-            groups.push((key, Vec::new()));
-            groups.len() - 1
-        });
-        groups[i].1.push((le, el.f));
-    }
-    groups
+    bucket_groups(v)
         .into_iter()
         .map(|(labels, buckets)| El {
             labels,
@@ -809,7 +825,86 @@ fn histogram_quantile(q: f64, v: Vec<El>) -> Vec<El> {
         .collect()
 }
 
-fn bucket_quantile(q: f64, mut buckets: Vec<(f64, f64)>) -> f64 {
+/// Classic histogram buckets grouped by their labels without `le`; each
+/// bucket is (upper bound, cumulative count).
+fn bucket_groups(v: Vec<El>) -> Vec<(Labels, Vec<(f64, f64)>)> {
+    let mut groups: Vec<(Labels, Vec<(f64, f64)>)> = Vec::new();
+    let mut index: std::collections::HashMap<Labels, usize> = std::collections::HashMap::new();
+    for el in v {
+        let Some(le) = el.labels.get("le").and_then(|s| parse_le(s)) else {
+            continue;
+        };
+        let mut key = el.labels;
+        key.remove("le");
+        let i = *index.entry(key.clone()).or_insert_with(|| {
+            groups.push((key, Vec::new()));
+            groups.len() - 1
+        });
+        groups[i].1.push((le, el.f));
+    }
+    groups
+}
+
+/// Sorts buckets by bound and merges buckets with the same bound; None
+/// when the last bucket is not +Inf.
+fn coalesce(mut buckets: Vec<(f64, f64)>) -> Option<Vec<(f64, f64)>> {
+    buckets.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(Ordering::Equal));
+    match buckets.last() {
+        Some(b) if b.0 == f64::INFINITY => {}
+        _ => return None,
+    }
+    let mut merged: Vec<(f64, f64)> = Vec::with_capacity(buckets.len());
+    for b in buckets {
+        match merged.last_mut() {
+            Some(last) if last.0 == b.0 => last.1 += b.1,
+            _ => merged.push(b),
+        }
+    }
+    Some(merged)
+}
+
+/// The fraction of observations between `lower` and `upper`, interpolating
+/// linearly inside buckets.
+fn bucket_fraction(lower: f64, upper: f64, buckets: Vec<(f64, f64)>) -> f64 {
+    let Some(buckets) = coalesce(buckets) else {
+        return f64::NAN;
+    };
+    let count = buckets[buckets.len() - 1].1;
+    if count == 0.0 || lower.is_nan() || upper.is_nan() {
+        return f64::NAN;
+    }
+    if lower >= upper {
+        return 0.0;
+    }
+    // The cumulative count at value x.
+    let rank_at = |x: f64| -> f64 {
+        let mut below = 0.0;
+        let mut lo = if buckets[0].0 <= 0.0 {
+            f64::NEG_INFINITY
+        } else {
+            0.0
+        };
+        for &(hi, c) in &buckets {
+            if x <= lo {
+                return below;
+            }
+            if x < hi {
+                if lo == f64::NEG_INFINITY {
+                    return c;
+                }
+                return below + (c - below) * (x - lo) / (hi - lo);
+            }
+            below = c;
+            lo = hi;
+        }
+        below
+    };
+    let lr = rank_at(lower).min(count);
+    let ur = rank_at(upper).min(count);
+    (ur - lr) / count
+}
+
+fn bucket_quantile(q: f64, buckets: Vec<(f64, f64)>) -> f64 {
     if q.is_nan() {
         return f64::NAN;
     }
@@ -819,20 +914,9 @@ fn bucket_quantile(q: f64, mut buckets: Vec<(f64, f64)>) -> f64 {
     if q > 1.0 {
         return f64::INFINITY;
     }
-    buckets.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(Ordering::Equal));
-    match buckets.last() {
-        Some(b) if b.0 == f64::INFINITY => {}
-        _ => return f64::NAN,
-    }
-    // Merge buckets with the same bound.
-    let mut merged: Vec<(f64, f64)> = Vec::with_capacity(buckets.len());
-    for b in buckets {
-        match merged.last_mut() {
-            Some(last) if last.0 == b.0 => last.1 += b.1,
-            _ => merged.push(b),
-        }
-    }
-    let mut buckets = merged;
+    let Some(mut buckets) = coalesce(buckets) else {
+        return f64::NAN;
+    };
     // Force monotonic counts, ignoring tiny floating point noise.
     if let Some(&(_, first)) = buckets.first() {
         let mut prev = first;
