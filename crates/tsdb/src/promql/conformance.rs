@@ -201,6 +201,56 @@ fn parse_float(s: &str) -> Result<f64, String> {
     Err(format!("invalid number {s:?}"))
 }
 
+/// Splits values at whitespace outside `{{ … }}`.
+fn tokens(s: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut depth = 0usize;
+    let mut start: Option<usize> = None;
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b.is_ascii_whitespace() && depth == 0 {
+            if let Some(st) = start.take() {
+                out.push(&s[st..i]);
+            }
+        } else {
+            if start.is_none() {
+                start = Some(i);
+            }
+            if bytes[i..].starts_with(b"{{") {
+                depth += 1;
+                i += 1;
+            } else if bytes[i..].starts_with(b"}}") {
+                depth = depth.saturating_sub(1);
+                i += 1;
+            }
+        }
+        i += 1;
+    }
+    if let Some(st) = start {
+        out.push(&s[st..]);
+    }
+    out
+}
+
+/// The number of samples a native histogram token (`{{…}}`, `{{…}}x3`,
+/// `{{…}}+{{…}}x3`) stands for.
+fn histogram_slots(token: &str) -> Result<usize, String> {
+    let tail = match token.rfind("}}") {
+        Some(i) => &token[i + 2..],
+        None => return Err(format!("invalid histogram {token:?}")),
+    };
+    match tail.strip_prefix('x') {
+        Some(n) => n
+            .parse::<usize>()
+            .map(|n| n + 1)
+            .map_err(|_| format!("invalid repetition in {token:?}")),
+        None if tail.is_empty() => Ok(1),
+        None => Err(format!("invalid histogram {token:?}")),
+    }
+}
+
 /// Expands one value token (`1`, `_`, `stale`, `1+2x3`, `5x2`, `_x3`).
 fn expand_token(token: &str, out: &mut Vec<Option<f64>>) -> Result<(), String> {
     if token.starts_with("{{") {
@@ -237,9 +287,9 @@ fn expand_token(token: &str, out: &mut Vec<Option<f64>>) -> Result<(), String> {
     Ok(())
 }
 
-fn expand_values(tokens: &str) -> Result<Vec<Option<f64>>, String> {
+fn expand_values(values: &str) -> Result<Vec<Option<f64>>, String> {
     let mut out = Vec::new();
-    for tok in tokens.split_whitespace() {
+    for tok in tokens(values) {
         expand_token(tok, &mut out)?;
     }
     Ok(out)
@@ -336,13 +386,31 @@ fn parse_series(s: &str) -> Result<(Labels, &str), String> {
     Ok((labels, rest))
 }
 
+/// Loads the float samples of a series line. Native histogram samples
+/// cannot be stored: they are left out (the line is reported) and the
+/// cases that depend on them fail.
 fn load_line(source: &MemorySource, line: &str, interval: i64) -> Result<(), String> {
     let (labels, rest) = parse_series(line)?;
-    let values = expand_values(rest)?;
+    let mut values = Vec::new();
+    let mut histograms = 0;
+    for tok in tokens(rest) {
+        if tok.starts_with("{{") {
+            let n = histogram_slots(tok)?;
+            histograms += n;
+            values.extend(std::iter::repeat_n(None, n));
+        } else {
+            expand_token(tok, &mut values)?;
+        }
+    }
     for (i, v) in values.into_iter().enumerate() {
         if let Some(f) = v {
             source.append(&labels, i as i64 * interval, f);
         }
+    }
+    if histograms > 0 {
+        return Err(format!(
+            "{histograms} native histogram samples left out (not supported)"
+        ));
     }
     Ok(())
 }
