@@ -192,11 +192,11 @@ fn parse_float(s: &str) -> Result<f64, String> {
         Some(b) => (true, b),
         None => (false, s.strip_prefix('+').unwrap_or(s)),
     };
-    if let Some(hex) = body.strip_prefix("0x").or_else(|| body.strip_prefix("0X")) {
-        if let Ok(n) = u64::from_str_radix(hex, 16) {
-            let f = n as f64;
-            return Ok(if neg { -f } else { f });
-        }
+    if let Some(hex) = body.strip_prefix("0x").or_else(|| body.strip_prefix("0X"))
+        && let Ok(n) = u64::from_str_radix(hex, 16)
+    {
+        let f = n as f64;
+        return Ok(if neg { -f } else { f });
     }
     Err(format!("invalid number {s:?}"))
 }

@@ -984,3 +984,110 @@ fn vector_vector(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::promql::{MemorySource, stale_nan};
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn source() -> MemorySource {
+        let src = MemorySource::new();
+        let a = labels(&[("__name__", "c"), ("job", "a")]);
+        let b = labels(&[("__name__", "c"), ("job", "b")]);
+        for i in 0..10 {
+            src.append(&a, i * 60_000, i as f64);
+            src.append(&b, i * 60_000, 10.0 * i as f64);
+        }
+        src.append(&a, 10 * 60_000, stale_nan());
+        src
+    }
+
+    fn vector(v: Value) -> Vec<Sample> {
+        match v {
+            Value::Vector(v) => v,
+            other => panic!("not a vector: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn staleness_and_lookback() {
+        let src = source();
+        let e = Engine::default();
+        // At 10m the marker hides job=a; job=b is still within 5m lookback.
+        let v = vector(e.instant_query(&src, "c", 600_000).expect("query"));
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].labels.get("job").map(String::as_str), Some("b"));
+        // Lookback is left-open: 9m + 5m exactly is out.
+        let v = vector(
+            e.instant_query(&src, "c", 540_000 + 300_000)
+                .expect("query"),
+        );
+        assert!(v.is_empty());
+        // Negative offset looks ahead.
+        let v = vector(
+            e.instant_query(&src, "c{job=\"a\"} offset -2m", 0)
+                .expect("query"),
+        );
+        assert_eq!(v[0].f, 2.0);
+    }
+
+    #[test]
+    fn rate_sum_and_name_dropping() {
+        let src = source();
+        let e = Engine::default();
+        let v = vector(
+            e.instant_query(&src, "sum by (job) (rate(c[5m]))", 540_000)
+                .expect("query"),
+        );
+        let b = v
+            .iter()
+            .find(|s| s.labels.get("job").map(String::as_str) == Some("b"))
+            .expect("job b");
+        assert!((b.f - 10.0 / 60.0).abs() < 1e-9, "{}", b.f);
+        let v = vector(e.instant_query(&src, "c * 2", 60_000).expect("query"));
+        assert!(v.iter().all(|s| !s.labels.contains_key("__name__")));
+        let v = vector(e.instant_query(&src, "c > 5", 60_000).expect("query"));
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].labels.get("__name__").map(String::as_str), Some("c"));
+    }
+
+    #[test]
+    fn range_query_steps_and_errors() {
+        let src = source();
+        let e = Engine::default();
+        let m = e
+            .range_query(&src, "c{job=\"a\"} + 1", 0, 180_000, 60_000)
+            .expect("query");
+        assert_eq!(m.len(), 1);
+        assert_eq!(
+            m[0].points,
+            vec![(0, 1.0), (60_000, 2.0), (120_000, 3.0), (180_000, 4.0)]
+        );
+        assert!(matches!(
+            e.range_query(&src, "c[5m]", 0, 60_000, 60_000),
+            Err(Error::Parse(_))
+        ));
+        assert!(matches!(
+            e.range_query(&src, "c", 0, 60_000, 0),
+            Err(Error::Parse(_))
+        ));
+        assert!(matches!(
+            e.instant_query(&src, "sum(", 0),
+            Err(Error::Parse(_))
+        ));
+        let err = e
+            .instant_query(&src, "c + on() c", 60_000)
+            .expect_err("duplicate match group");
+        assert!(
+            err.to_string().starts_with("found duplicate series"),
+            "{err}"
+        );
+    }
+}

@@ -6,10 +6,12 @@ use std::sync::{Arc, RwLock};
 use super::source::{LabelMatcher, RawSeries, SeriesSource};
 use super::{Error, Labels};
 
+type SeriesMap = BTreeMap<Labels, Vec<(i64, f64)>>;
+
 /// Series held in memory; clones share the data.
 #[derive(Debug, Clone, Default)]
 pub struct MemorySource {
-    series: Arc<RwLock<BTreeMap<Labels, Vec<(i64, f64)>>>>,
+    series: Arc<RwLock<SeriesMap>>,
 }
 
 impl MemorySource {
