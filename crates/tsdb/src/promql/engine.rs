@@ -615,10 +615,39 @@ impl<'a> Evaluator<'a> {
                         "Ratio value is NaN"
                     });
                 }
-                if input.is_empty() {
-                    return Ok(Val::Vector(Vec::new()));
+                                let mut groups: Vec<Vec<El>> = Vec::new();
+                let mut index: HashMap<Labels, usize> = HashMap::new();
+                for el in input {
+                    let key = group_key(&el.labels);
+                    let i = *index.entry(key).or_insert_with(|| {
+                        groups.push(Vec::new());
+                        groups.len() - 1
+                    });
+                    groups[i].push(el);
                 }
-                exec(format!("{op} is not supported"))
+                let mut out = Vec::new();
+                if op == "limitk" {
+                    if p < 1.0 {
+                        return Ok(Val::Vector(Vec::new()));
+                    }
+                    let k = if p >= usize::MAX as f64 {
+                        usize::MAX
+                    } else {
+                        p as usize
+                    };
+                    for g in groups {
+                        out.extend(g.into_iter().take(k));
+                    }
+                } else {
+                    let r = p.clamp(-1.0, 1.0);
+                    for g in groups {
+                        out.extend(g.into_iter().filter(|el| {
+                            let offset = label_hash(&el.labels) as f64 / u64::MAX as f64;
+                            (r >= 0.0 && offset < r) || (r < 0.0 && offset >= 1.0 + r)
+                        }));
+                    }
+                }
+                Ok(Val::Vector(out))
             }
             "count_values" => {
                 let Some(param) = &a.param else {
@@ -693,6 +722,18 @@ impl<'a> Evaluator<'a> {
             }
         }
     }
+}
+
+/// A stable hash of a label set (xxh64 of `name 0xff value 0xff ...`).
+pub fn label_hash(labels: &Labels) -> u64 {
+    let mut h = xxhash_rust::xxh64::Xxh64::new(0);
+    for (k, v) in labels {
+        h.update(k.as_bytes());
+        h.update(&[0xff]);
+        h.update(v.as_bytes());
+        h.update(&[0xff]);
+    }
+    h.digest()
 }
 
 /// Orders for topk (largest first) or bottomk (smallest first); NaN last.
