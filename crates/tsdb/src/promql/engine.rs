@@ -528,7 +528,15 @@ impl<'a> Evaluator<'a> {
                     BinOp::And | BinOp::Or | BinOp::Unless => {
                         Ok(Val::Vector(set_op(op, l, r, &matching)))
                     }
-                    _ => vector_vector(op, l, r, &card, &matching, return_bool).map(Val::Vector),
+                    _ => {
+                        let fill = b
+                            .modifier
+                            .as_ref()
+                            .map(|m| (m.fill_values.lhs, m.fill_values.rhs))
+                            .unwrap_or((None, None));
+                        vector_vector(op, l, r, &card, &matching, return_bool, fill)
+                            .map(Val::Vector)
+                    }
                 }
             }
             (l, r) => exec(format!(
@@ -615,7 +623,7 @@ impl<'a> Evaluator<'a> {
                         "Ratio value is NaN"
                     });
                 }
-                                let mut groups: Vec<Vec<El>> = Vec::new();
+                let mut groups: Vec<Vec<El>> = Vec::new();
                 let mut index: HashMap<Labels, usize> = HashMap::new();
                 for el in input {
                     let key = group_key(&el.labels);
@@ -940,6 +948,7 @@ fn vector_vector(
     card: &VectorMatchCardinality,
     m: &Matching,
     return_bool: bool,
+    fill: (Option<f64>, Option<f64>),
 ) -> Result<Vec<El>, Error> {
     let (swapped, include) = match card {
         VectorMatchCardinality::OneToMany(ls) => (true, ls.labels.clone()),
@@ -951,6 +960,11 @@ fn vector_vector(
         VectorMatchCardinality::OneToOne | VectorMatchCardinality::ManyToMany
     );
     let (lhs, rhs) = if swapped { (rhs, lhs) } else { (lhs, rhs) };
+    // fill_left fills the "one" side's match groups that lack the other
+    // side, fill_right the other way round (sides as matched, after
+    // swapping for group_right).
+    let (fill_lhs, fill_rhs) = fill;
+    let mut right_order: Vec<Labels> = Vec::with_capacity(rhs.len());
     let mut right: HashMap<Labels, El> = HashMap::with_capacity(rhs.len());
     for r in rhs {
         let sig = m.signature(&r.labels);
@@ -966,16 +980,22 @@ fn vector_vector(
                 DisplayLabels(&sig)
             ));
         }
+        right_order.push(sig.clone());
         right.insert(sig, r);
     }
+    let no_labels = Labels::new();
     let mut matched: HashMap<Labels, std::collections::HashSet<Labels>> = HashMap::new();
     let mut out = Vec::new();
     for l in lhs {
         let sig = m.signature(&l.labels);
-        let Some(r) = right.get(&sig) else {
-            continue;
+        let (rf, rlabels, filled) = match right.get(&sig) {
+            Some(r) => (r.f, &r.labels, false),
+            None => match fill_rhs {
+                Some(f) => (f, &no_labels, true),
+                None => continue,
+            },
         };
-        let (fl, fr) = if swapped { (r.f, l.f) } else { (l.f, r.f) };
+        let (fl, fr) = if swapped { (rf, l.f) } else { (l.f, rf) };
         let (mut val, keep) = op.apply(fl, fr);
         if op.is_comparison() && return_bool {
             val = if keep { 1.0 } else { 0.0 };
@@ -989,7 +1009,7 @@ fn vector_vector(
             }
         }
         for name in &include {
-            match r.labels.get(name) {
+            match rlabels.get(name) {
                 Some(v) if !v.is_empty() => {
                     labels.insert(name.clone(), v.clone());
                 }
@@ -999,7 +1019,9 @@ fn vector_vector(
             }
         }
         let entry = matched.entry(sig).or_default();
-        if one_to_one {
+        if filled {
+            // No match: nothing to check.
+        } else if one_to_one {
             if !entry.is_empty() {
                 return exec(
                     "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)",
@@ -1022,6 +1044,30 @@ fn vector_vector(
             f: val,
             drop,
         });
+    }
+    if let Some(f) = fill_lhs {
+        // Match groups of the right side without a left side: one element
+        // with the group's labels.
+        for sig in right_order {
+            if matched.contains_key(&sig) {
+                continue;
+            }
+            let Some(r) = right.get(&sig) else { continue };
+            let (fl, fr) = if swapped { (r.f, f) } else { (f, r.f) };
+            let (mut val, keep) = op.apply(fl, fr);
+            if op.is_comparison() {
+                if return_bool {
+                    val = if keep { 1.0 } else { 0.0 };
+                } else if !keep {
+                    continue;
+                }
+            }
+            out.push(El {
+                labels: sig,
+                f: val,
+                drop: true,
+            });
+        }
     }
     Ok(out)
 }
