@@ -75,7 +75,7 @@ impl Engine {
         t_ms: i64,
     ) -> Result<Value, Error> {
         let expr = parse(query)?;
-        let ev = Evaluator::new(self, source, t_ms, t_ms, 0);
+        let ev = Evaluator::new(self, source, t_ms, t_ms, 0).with_bounds(&expr);
         Ok(match ev.eval(&expr, t_ms)? {
             Val::Scalar(f) => Value::Scalar(f),
             Val::Str(s) => Value::String(s),
@@ -131,7 +131,7 @@ impl Engine {
                 type_name(vt)
             )));
         }
-        let ev = Evaluator::new(self, source, start_ms, end_ms, step_ms);
+        let ev = Evaluator::new(self, source, start_ms, end_ms, step_ms).with_bounds(&expr);
         let mut index: HashMap<Labels, usize> = HashMap::new();
         let mut out: Vec<Series> = Vec::new();
         let mut push = |labels: Labels, t: i64, f: f64| {
@@ -264,6 +264,8 @@ pub(crate) struct Evaluator<'a> {
     pub(crate) end: i64,
     /// The range query step (0 for an instant query).
     pub(crate) step: i64,
+    /// The time range every selector of the query reads from.
+    bounds: (i64, i64),
     cache: RefCell<HashMap<String, Rc<Vec<RawSeries>>>>,
 }
 
@@ -271,12 +273,82 @@ impl<'a> Evaluator<'a> {
     fn new(engine: &Engine, source: &'a dyn SeriesSource, start: i64, end: i64, step: i64) -> Self {
         Self {
             step,
+            bounds: (i64::MIN, i64::MAX),
             source,
             lookback: engine.lookback_ms,
             sub_step: engine.subquery_step_ms.max(1),
             start,
             end,
             cache: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// Sets the time range to read: the union over the query's selectors
+    /// of what they can look at when evaluated from `start` to `end`.
+    fn with_bounds(mut self, expr: &Expr) -> Self {
+        let mut b = (i64::MAX, i64::MIN);
+        self.walk_bounds(expr, self.start, self.end, &mut b);
+        if b.0 <= b.1 {
+            self.bounds = b;
+        }
+        self
+    }
+
+    fn at_range(
+        &self,
+        at: &Option<AtModifier>,
+        offset: &Option<Offset>,
+        s: i64,
+        e: i64,
+    ) -> (i64, i64) {
+        match at {
+            None => (
+                s.saturating_sub(offset_ms(offset)),
+                e.saturating_sub(offset_ms(offset)),
+            ),
+            Some(_) => {
+                let t = self.effective_time(at, offset, s);
+                (t, t)
+            }
+        }
+    }
+
+    fn walk_bounds(&self, expr: &Expr, s: i64, e: i64, b: &mut (i64, i64)) {
+        let mut widen = |lo: i64, hi: i64| {
+            b.0 = b.0.min(lo);
+            b.1 = b.1.max(hi);
+        };
+        match expr {
+            Expr::VectorSelector(vs) => {
+                let (lo, hi) = self.at_range(&vs.at, &vs.offset, s, e);
+                widen(lo.saturating_sub(self.lookback), hi);
+            }
+            Expr::MatrixSelector(ms) => {
+                let (lo, hi) = self.at_range(&ms.vs.at, &ms.vs.offset, s, e);
+                widen(lo.saturating_sub(duration_ms(&ms.range)), hi);
+            }
+            Expr::Subquery(sq) => {
+                let (lo, hi) = self.at_range(&sq.at, &sq.offset, s, e);
+                self.walk_bounds(&sq.expr, lo.saturating_sub(duration_ms(&sq.range)), hi, b);
+            }
+            Expr::Aggregate(a) => {
+                self.walk_bounds(&a.expr, s, e, b);
+                if let Some(p) = &a.param {
+                    self.walk_bounds(p, s, e, b);
+                }
+            }
+            Expr::Unary(u) => self.walk_bounds(&u.expr, s, e, b),
+            Expr::Paren(p) => self.walk_bounds(&p.expr, s, e, b),
+            Expr::Binary(x) => {
+                self.walk_bounds(&x.lhs, s, e, b);
+                self.walk_bounds(&x.rhs, s, e, b);
+            }
+            Expr::Call(c) => {
+                for a in &c.args.args {
+                    self.walk_bounds(a, s, e, b);
+                }
+            }
+            Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
         }
     }
 
@@ -304,9 +376,11 @@ impl<'a> Evaluator<'a> {
         if let Some(hit) = self.cache.borrow().get(&key) {
             return Ok(hit.clone());
         }
-        // The whole time range: queries here are small. A storage-backed
-        // source will want the bounds computed from the expression.
-        let series = Rc::new(self.source.select(&matchers, i64::MIN, i64::MAX)?);
+
+        let series = Rc::new(
+            self.source
+                .select(&matchers, self.bounds.0, self.bounds.1)?,
+        );
         self.cache.borrow_mut().insert(key, series.clone());
         Ok(series)
     }
