@@ -353,7 +353,12 @@ impl<'a> Evaluator<'a> {
     }
 
     /// The time a selector or subquery looks at when evaluated at `t`.
-    fn effective_time(&self, at: &Option<AtModifier>, offset: &Option<Offset>, t: i64) -> i64 {
+    pub(crate) fn effective_time(
+        &self,
+        at: &Option<AtModifier>,
+        offset: &Option<Offset>,
+        t: i64,
+    ) -> i64 {
         let base = match at {
             None => t,
             Some(AtModifier::Start) => self.start,

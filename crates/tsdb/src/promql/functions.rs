@@ -193,6 +193,7 @@ pub(crate) fn call(ev: &Evaluator<'_>, name: &str, args: &Args, t: i64) -> Resul
             }
             Ok(Val::Vector(out))
         }
+        "info" => info(ev, args, t),
         "label_replace" => label_replace(ev, args, t),
         "label_join" => label_join(ev, args, t),
         "sort" | "sort_desc" => {
@@ -485,6 +486,126 @@ fn absent_labels(e: &Expr) -> Labels {
         }
     }
     out
+}
+
+/// The time info series are looked up at: that of the data of the first
+/// argument (its `@` and `offset`).
+fn info_time(ev: &Evaluator<'_>, e: &Expr, t: i64) -> i64 {
+    match unparen(e) {
+        Expr::VectorSelector(vs) => ev.effective_time(&vs.at, &vs.offset, t),
+        Expr::MatrixSelector(ms) => ev.effective_time(&ms.vs.at, &ms.vs.offset, t),
+        Expr::Subquery(sq) => ev.effective_time(&sq.at, &sq.offset, t),
+        Expr::Call(c) => match c.args.args.iter().find(|a| {
+            matches!(
+                unparen(a),
+                Expr::VectorSelector(_)
+                    | Expr::MatrixSelector(_)
+                    | Expr::Subquery(_)
+                    | Expr::Call(_)
+                    | Expr::Aggregate(_)
+            )
+        }) {
+            Some(a) => info_time(ev, a, t),
+            None => t,
+        },
+        Expr::Aggregate(a) => info_time(ev, &a.expr, t),
+        _ => t,
+    }
+}
+
+/// The labels that tie a series to its info series.
+const IDENTIFYING_LABELS: [&str; 2] = ["instance", "job"];
+
+/// `info(v, selector)`: adds the data labels of the info series (by default
+/// `target_info`) that share the identifying labels of each element.
+fn info(ev: &Evaluator<'_>, args: &Args, t: i64) -> Result<Val, Error> {
+    use promql_parser::label::{MatchOp as PMatchOp, Matcher, Matchers};
+    use promql_parser::parser::VectorSelector;
+    let base = ev.eval_vector(arg(args, 0)?, t)?;
+    let mut name_matchers: Vec<Matcher> = Vec::new();
+    let mut data_matchers: Vec<Matcher> = Vec::new();
+    if let Some(sel) = args.get(1) {
+        let Expr::VectorSelector(vs) = unparen(sel) else {
+            return exec("info(): the second argument must be a label selector");
+        };
+        if let Some(name) = &vs.name {
+            name_matchers.push(Matcher::new(PMatchOp::Equal, METRIC_NAME, name));
+        }
+        for m in &vs.matchers.matchers {
+            if m.name == METRIC_NAME {
+                name_matchers.push(m.clone());
+            } else {
+                data_matchers.push(m.clone());
+            }
+        }
+    }
+    if name_matchers.is_empty() {
+        name_matchers.push(Matcher::new(PMatchOp::Equal, METRIC_NAME, "target_info"));
+    } else if name_matchers
+        .iter()
+        .all(|m| matches!(m.op, PMatchOp::NotEqual | PMatchOp::NotRe(_)))
+    {
+        // Only exclusions: the candidates are the info metrics.
+        let re = regex::Regex::new("^(?s:.+_info)$")
+            .map_err(|e| Error::Execution(format!("info(): {e}")))?;
+        name_matchers.push(Matcher::new(PMatchOp::Re(re), METRIC_NAME, ".+_info"));
+    }
+    let is_info = |labels: &Labels| {
+        let name = labels.get(METRIC_NAME).map(String::as_str).unwrap_or("");
+        name_matchers.iter().all(|m| m.is_match(name))
+    };
+    let mut all = name_matchers.clone();
+    all.extend(data_matchers.iter().cloned());
+    let selector = VectorSelector::new(None, Matchers::new(all));
+    let infos = ev.select_vector_ts(&selector, info_time(ev, arg(args, 0)?, t))?;
+    let requires_match = data_matchers.iter().any(|m| !m.is_match(""));
+    let mut out = Vec::with_capacity(base.len());
+    for mut el in base {
+        if is_info(&el.labels) {
+            out.push(el);
+            continue;
+        }
+        let id = |l: &Labels, k: &str| l.get(k).cloned().unwrap_or_default();
+        let mut added: std::collections::BTreeMap<String, (String, i64)> = Default::default();
+        let mut matched = false;
+        for (info, ts) in &infos {
+            if !IDENTIFYING_LABELS
+                .iter()
+                .all(|k| id(&info.labels, k) == id(&el.labels, k))
+            {
+                continue;
+            }
+            matched = true;
+            for (k, v) in &info.labels {
+                if k == METRIC_NAME
+                    || IDENTIFYING_LABELS.contains(&k.as_str())
+                    || el.labels.contains_key(k)
+                    || (!data_matchers.is_empty() && !data_matchers.iter().any(|m| &m.name == k))
+                {
+                    continue;
+                }
+                match added.get(k) {
+                    Some((old, old_ts)) if *old_ts == *ts && old != v => {
+                        return exec(format!(
+                            "conflicting label: {k} has values {old:?} and {v:?} in info series"
+                        ));
+                    }
+                    Some((_, old_ts)) if *old_ts >= *ts => {}
+                    _ => {
+                        added.insert(k.clone(), (v.clone(), *ts));
+                    }
+                }
+            }
+        }
+        if !matched && requires_match {
+            continue;
+        }
+        for (k, (v, _)) in added {
+            el.labels.insert(k, v);
+        }
+        out.push(el);
+    }
+    Ok(Val::Vector(out))
 }
 
 fn check_unique(v: &[El]) -> Result<(), Error> {
