@@ -43,6 +43,28 @@ pub(crate) fn call(ev: &Evaluator<'_>, name: &str, args: &Args, t: i64) -> Resul
                 go_max(a, b)
             }))
         }
+        "histogram_quantiles" => {
+            let v = ev.eval_vector(arg(args, 0)?, t)?;
+            let label = ev.eval_string(arg(args, 1)?, t)?;
+            let mut qs = Vec::new();
+            for a in args.iter().skip(2) {
+                let q = ev.eval_scalar(a, t)?;
+                qs.push((q, openmetrics_float(q)));
+            }
+            let mut out = Vec::new();
+            for (labels, buckets) in bucket_groups(v) {
+                for (q, qs) in &qs {
+                    let mut l = labels.clone();
+                    l.insert(label.clone(), qs.clone());
+                    out.push(El {
+                        labels: l,
+                        f: bucket_quantile(*q, buckets.clone()),
+                        drop: true,
+                    });
+                }
+            }
+            Ok(Val::Vector(out))
+        }
         "histogram_fraction" => {
             let lower = ev.eval_scalar(arg(args, 0)?, t)?;
             let upper = ev.eval_scalar(arg(args, 1)?, t)?;
@@ -395,6 +417,16 @@ pub(crate) fn call(ev: &Evaluator<'_>, name: &str, args: &Args, t: i64) -> Resul
             Ok(over_time(m, !keep_name, f))
         }
         other => exec(format!("function {other:?} is not supported")),
+    }
+}
+
+/// A float as OpenMetrics writes it: always with a decimal point.
+fn openmetrics_float(f: f64) -> String {
+    let s = super::engine::format_value(f);
+    if f.is_finite() && !s.contains('.') {
+        format!("{s}.0")
+    } else {
+        s
     }
 }
 
