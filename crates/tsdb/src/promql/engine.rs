@@ -86,7 +86,7 @@ impl Engine {
                 for s in m.series {
                     let mut labels = s.labels;
                     if s.drop {
-                        labels.remove(METRIC_NAME);
+                        drop_name(&mut labels);
                     }
                     if !seen.insert(labels.clone()) {
                         return Err(Error::Execution(
@@ -170,6 +170,14 @@ impl Engine {
     }
 }
 
+/// Removes the metric name, and the type and unit labels that belong to it
+/// (`__type__`, `__unit__`).
+fn drop_name(labels: &mut Labels) {
+    labels.remove(METRIC_NAME);
+    labels.remove("__type__");
+    labels.remove("__unit__");
+}
+
 /// Removes flagged metric names and rejects duplicate label sets.
 fn finish_vector(v: Vec<El>) -> Result<Vec<Sample>, Error> {
     let mut seen = std::collections::HashSet::with_capacity(v.len());
@@ -177,7 +185,7 @@ fn finish_vector(v: Vec<El>) -> Result<Vec<Sample>, Error> {
     for el in v {
         let mut labels = el.labels;
         if el.drop {
-            labels.remove(METRIC_NAME);
+            drop_name(&mut labels);
         }
         if !seen.insert(labels.clone()) {
             return Err(Error::Execution(
