@@ -41,13 +41,21 @@ pub struct Engine {
     pub lookback_ms: i64,
     /// The step of a subquery written without one (ms).
     pub subquery_step_ms: i64,
+    /// The most samples one evaluation step may hold (Prometheus'
+    /// `--query.max-samples`).
+    pub max_samples: usize,
 }
+
+/// The most points a range query may return per series, as Prometheus'
+/// HTTP API allows.
+pub const MAX_POINTS_PER_SERIES: i64 = 11_000;
 
 impl Default for Engine {
     fn default() -> Self {
         Self {
             lookback_ms: 5 * 60 * 1000,
             subquery_step_ms: 60 * 1000,
+            max_samples: 50_000_000,
         }
     }
 }
@@ -123,6 +131,11 @@ impl Engine {
                 "end timestamp must not be before start time".into(),
             ));
         }
+        if (end_ms - start_ms) / step_ms >= MAX_POINTS_PER_SERIES {
+            return Err(Error::Parse(
+                "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)".into(),
+            ));
+        }
         let expr = parse(query)?;
         let vt = expr.value_type();
         if !matches!(vt, ValueType::Vector | ValueType::Scalar) {
@@ -146,6 +159,8 @@ impl Engine {
         };
         let mut t = start_ms;
         while t <= end_ms {
+            // The limit is on what one step holds at once.
+            ev.samples.set(0);
             match ev.eval(&expr, t)? {
                 Val::Scalar(f) => push(Labels::new(), t, f),
                 Val::Vector(v) => {
@@ -272,6 +287,9 @@ pub(crate) struct Evaluator<'a> {
     pub(crate) end: i64,
     /// The range query step (0 for an instant query).
     pub(crate) step: i64,
+    max_samples: usize,
+    /// Samples loaded by selectors and subqueries so far.
+    samples: std::cell::Cell<usize>,
     /// The time range every selector of the query reads from.
     bounds: (i64, i64),
     cache: RefCell<HashMap<String, Rc<Vec<RawSeries>>>>,
@@ -280,6 +298,8 @@ pub(crate) struct Evaluator<'a> {
 impl<'a> Evaluator<'a> {
     fn new(engine: &Engine, source: &'a dyn SeriesSource, start: i64, end: i64, step: i64) -> Self {
         Self {
+            max_samples: engine.max_samples,
+            samples: std::cell::Cell::new(0),
             step,
             bounds: (i64::MIN, i64::MAX),
             source,
@@ -398,6 +418,18 @@ impl<'a> Evaluator<'a> {
         Ok(series)
     }
 
+    /// Counts `n` samples against the query's limit.
+    fn account(&self, n: usize) -> Result<(), Error> {
+        let total = self.samples.get().saturating_add(n);
+        self.samples.set(total);
+        if total > self.max_samples {
+            return exec(
+                "query processing would load too many samples into memory in query execution",
+            );
+        }
+        Ok(())
+    }
+
     pub(crate) fn eval(&self, expr: &Expr, t: i64) -> Result<Val, Error> {
         match expr {
             Expr::NumberLiteral(n) => Ok(Val::Scalar(n.val)),
@@ -456,6 +488,7 @@ impl<'a> Evaluator<'a> {
             if ts <= te.saturating_sub(self.lookback) || is_stale_nan(f) {
                 continue;
             }
+            self.account(1)?;
             out.push((
                 El {
                     labels: s.labels.clone(),
@@ -483,6 +516,7 @@ impl<'a> Evaluator<'a> {
             if points.is_empty() {
                 continue;
             }
+            self.account(points.len())?;
             out.push(MSer {
                 labels: s.labels.clone(),
                 points,
@@ -534,6 +568,7 @@ impl<'a> Evaluator<'a> {
                     }
                 };
                 series[i].drop |= el.drop;
+                self.account(1)?;
                 series[i].points.push((ts, el.f));
             }
             ts = match ts.checked_add(step) {
@@ -1256,6 +1291,23 @@ mod tests {
             e.instant_query(&src, "sum(", 0),
             Err(Error::Parse(_))
         ));
+        assert!(matches!(
+            e.range_query(&src, "c", 0, 11_000_000, 1_000),
+            Err(Error::Parse(_))
+        ));
+        let small = Engine {
+            max_samples: 5,
+            ..Engine::default()
+        };
+        assert!(
+            small
+                .instant_query(&src, "c{job=\"a\"}[3m]", 300_000)
+                .is_ok()
+        );
+        let err = small
+            .instant_query(&src, "c[10m]", 540_000)
+            .expect_err("too many samples");
+        assert!(err.to_string().contains("too many samples"), "{err}");
         let err = e
             .instant_query(&src, "c + on() c", 60_000)
             .expect_err("duplicate match group");
