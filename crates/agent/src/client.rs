@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use lucia_common::Shutdown;
 use lucia_common::labels::Labels;
-use lucia_proto::logproto::{EntryAdapter, LabelPairAdapter, PushRequest, StreamAdapter, Timestamp};
+use lucia_proto::logproto::{
+    EntryAdapter, LabelPairAdapter, PushRequest, StreamAdapter, Timestamp,
+};
 use prost::Message as _;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -203,7 +205,10 @@ impl Client {
             };
             let retry_reason = match request.send().await {
                 Ok(resp) if resp.status().is_success() => {
-                    metrics.sent_entries.get_or_create(&host_labels).inc_by(count);
+                    metrics
+                        .sent_entries
+                        .get_or_create(&host_labels)
+                        .inc_by(count);
                     metrics.sent_bytes.get_or_create(&host_labels).inc_by(bytes);
                     return true;
                 }
@@ -318,9 +323,8 @@ async fn flush_batch(
         Sink::Stdout => {
             let mut out = std::io::stdout().lock();
             for s in batch {
-                let labels = Labels::from_pairs(
-                    s.entry.labels.iter().filter(|(k, _)| !k.starts_with("__")),
-                );
+                let labels =
+                    Labels::from_pairs(s.entry.labels.iter().filter(|(k, _)| !k.starts_with("__")));
                 let _ = writeln!(
                     out,
                     "{}\t{}\t{}",

@@ -126,7 +126,8 @@ impl Glob {
                 let s = s.strip_prefix("./").unwrap_or(s);
                 // Regular files, and symlinks to them.
                 let is_file = file_type.is_file()
-                    || (file_type.is_symlink() && std::fs::metadata(&path).is_ok_and(|m| m.is_file()));
+                    || (file_type.is_symlink()
+                        && std::fs::metadata(&path).is_ok_and(|m| m.is_file()));
                 if is_file && self.is_match(s) {
                     out.push(PathBuf::from(s));
                 }

@@ -105,7 +105,11 @@ pub async fn start(config: Config, options: Options, ctx: RoleContext) -> Result
         abort.clone(),
     ));
     let stop = ctx.shutdown.child_token();
-    let sync_period = config.target_config.sync_period.0.max(Duration::from_millis(10));
+    let sync_period = config
+        .target_config
+        .sync_period
+        .0
+        .max(Duration::from_millis(10));
     let manager = tokio::spawn(manage(
         config.clone(),
         positions.clone(),
@@ -118,7 +122,11 @@ pub async fn start(config: Config, options: Options, ctx: RoleContext) -> Result
     let syncer = {
         let positions = positions.clone();
         let stop = stop.clone();
-        let period = config.positions.sync_period.0.max(Duration::from_millis(10));
+        let period = config
+            .positions
+            .sync_period
+            .0
+            .max(Duration::from_millis(10));
         let dry_run = options.dry_run;
         tokio::spawn(async move {
             loop {

@@ -205,7 +205,10 @@ mod tests {
         );
         p.save().unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.starts_with("positions:\n  \"/var/log/a b.log\": \"42\"\n"), "{text}");
+        assert!(
+            text.starts_with("positions:\n  \"/var/log/a b.log\": \"42\"\n"),
+            "{text}"
+        );
         let again = Positions::load(&path, false).unwrap();
         assert_eq!(
             again.get("/var/log/a b.log"),

@@ -145,12 +145,22 @@ fn apply(labels: &mut LabelMap, c: &RelabelConfig) -> bool {
             }
         }
         Action::Keepequal => {
-            if labels.get(&c.target_label).map(String::as_str).unwrap_or("") != value {
+            if labels
+                .get(&c.target_label)
+                .map(String::as_str)
+                .unwrap_or("")
+                != value
+            {
                 return false;
             }
         }
         Action::Dropequal => {
-            if labels.get(&c.target_label).map(String::as_str).unwrap_or("") == value {
+            if labels
+                .get(&c.target_label)
+                .map(String::as_str)
+                .unwrap_or("")
+                == value
+            {
                 return false;
             }
         }
@@ -181,7 +191,10 @@ fn apply(labels: &mut LabelMap, c: &RelabelConfig) -> bool {
             let mut tail = [0u8; 8];
             tail.copy_from_slice(&digest[8..16]);
             let hash = u64::from_be_bytes(tail);
-            labels.insert(c.target_label.clone(), (hash % c.modulus.max(1)).to_string());
+            labels.insert(
+                c.target_label.clone(),
+                (hash % c.modulus.max(1)).to_string(),
+            );
         }
         Action::Labelmap => {
             let mapped: Vec<(String, String)> = labels
@@ -252,7 +265,8 @@ mod tests {
 
     #[test]
     fn hashmod_and_equal() {
-        let configs = cfg("- source_labels: [a]\n  modulus: 8\n  target_label: shard\n  action: hashmod\n");
+        let configs =
+            cfg("- source_labels: [a]\n  modulus: 8\n  target_label: shard\n  action: hashmod\n");
         let out = relabel(labels(&[("a", "x")]), &configs).unwrap();
         let shard: u64 = out["shard"].parse().unwrap();
         assert!(shard < 8);
@@ -265,7 +279,8 @@ mod tests {
 
     #[test]
     fn replace_with_empty_result_deletes() {
-        let configs = cfg("- source_labels: [x]\n  regex: ''\n  target_label: a\n  replacement: ''\n");
+        let configs =
+            cfg("- source_labels: [x]\n  regex: ''\n  target_label: a\n  replacement: ''\n");
         let out = relabel(labels(&[("a", "1")]), &configs).unwrap();
         assert!(!out.contains_key("a"));
     }

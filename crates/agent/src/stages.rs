@@ -33,10 +33,7 @@ pub struct Entry {
 
 impl Entry {
     pub fn new(labels: LabelMap, timestamp: i64, line: String) -> Self {
-        let extracted = labels
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let extracted = labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         Self {
             labels,
             timestamp,
@@ -367,7 +364,10 @@ impl Pipeline {
 fn pairs(map: &BTreeMap<String, Option<String>>) -> Vec<(String, String)> {
     map.iter()
         .map(|(k, v)| {
-            let source = v.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| k.clone());
+            let source = v
+                .clone()
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| k.clone());
             (k.clone(), source)
         })
         .collect()
@@ -505,10 +505,9 @@ fn build_stage(config: &StageConfig, top: bool) -> Result<Stage, StageError> {
                 longer_than: c.longer_than.map(|b| b.0),
             })
         }
-        StageConfig::Decolorize(_) => Stage::Decolorize(compile(
-            "decolorize",
-            r"\x1b\[[0-9;?]*[ -/]*[@-~]",
-        )?),
+        StageConfig::Decolorize(_) => {
+            Stage::Decolorize(compile("decolorize", r"\x1b\[[0-9;?]*[ -/]*[@-~]")?)
+        }
         StageConfig::Multiline(c) => {
             if !top {
                 return Err(invalid(
@@ -518,7 +517,10 @@ fn build_stage(config: &StageConfig, top: bool) -> Result<Stage, StageError> {
             }
             Stage::Multiline(Multiline {
                 firstline: compile("multiline", &c.firstline)?,
-                max_wait: c.max_wait_time.map(Duration::from).unwrap_or(Duration::from_secs(3)),
+                max_wait: c
+                    .max_wait_time
+                    .map(Duration::from)
+                    .unwrap_or(Duration::from_secs(3)),
                 max_lines: c.max_lines.unwrap_or(128).max(1),
                 pending: None,
             })
@@ -636,9 +638,9 @@ fn run_from(stages: &mut [Stage], start: usize, mut entry: Entry, out: &mut Vec<
 }
 
 fn matches_entry(matchers: &[Matcher], filters: &[LineFilter], entry: &Entry) -> bool {
-    let ok = matchers.iter().all(|m| {
-        m.matches_value(entry.labels.get(&m.name).map(String::as_str).unwrap_or(""))
-    });
+    let ok = matchers
+        .iter()
+        .all(|m| m.matches_value(entry.labels.get(&m.name).map(String::as_str).unwrap_or("")));
     ok && filters.iter().all(|f| match f {
         LineFilter::Contains(s) => entry.line.contains(s.as_str()),
         LineFilter::NotContains(s) => !entry.line.contains(s.as_str()),
@@ -859,7 +861,9 @@ fn apply(stage: &mut Stage, entry: &mut Entry) -> bool {
                 return true;
             };
             if let Some(stream) = value.get("stream").and_then(|v| v.as_str()) {
-                entry.labels.insert("stream".to_string(), stream.to_string());
+                entry
+                    .labels
+                    .insert("stream".to_string(), stream.to_string());
                 entry
                     .extracted
                     .insert("stream".to_string(), stream.to_string());
@@ -881,7 +885,8 @@ fn apply(stage: &mut Stage, entry: &mut Entry) -> bool {
             partial_lines,
         } => {
             let mut parts = entry.line.splitn(4, ' ');
-            let (Some(time), Some(stream), Some(flags)) = (parts.next(), parts.next(), parts.next())
+            let (Some(time), Some(stream), Some(flags)) =
+                (parts.next(), parts.next(), parts.next())
             else {
                 return true;
             };
@@ -889,11 +894,15 @@ fn apply(stage: &mut Stage, entry: &mut Entry) -> bool {
             if let Some(ts) = parse_timestamp("RFC3339Nano", time) {
                 entry.timestamp = ts;
             }
-            entry.labels.insert("stream".to_string(), stream.to_string());
+            entry
+                .labels
+                .insert("stream".to_string(), stream.to_string());
             entry
                 .extracted
                 .insert("stream".to_string(), stream.to_string());
-            entry.extracted.insert("flags".to_string(), flags.to_string());
+            entry
+                .extracted
+                .insert("flags".to_string(), flags.to_string());
             let is_partial = flags.split(':').any(|f| f == "P");
             if is_partial && *partial_lines + 1 < *max_partial_lines {
                 partial.get_or_insert_with(String::new).push_str(&content);
@@ -1001,7 +1010,10 @@ fn parse_json_path(expr: &str) -> Option<Vec<PathPart>> {
     if parts.is_empty() { None } else { Some(parts) }
 }
 
-fn eval_json_path<'a>(value: &'a serde_json::Value, path: &[PathPart]) -> Option<&'a serde_json::Value> {
+fn eval_json_path<'a>(
+    value: &'a serde_json::Value,
+    path: &[PathPart],
+) -> Option<&'a serde_json::Value> {
     let mut current = value;
     for part in path {
         current = match part {
@@ -1034,7 +1046,9 @@ fn parse_logfmt(line: &str) -> Vec<(String, String)> {
     let mut chars = line.char_indices().peekable();
     loop {
         while chars.next_if(|(_, c)| c.is_whitespace()).is_some() {}
-        let Some(&(start, _)) = chars.peek() else { break };
+        let Some(&(start, _)) = chars.peek() else {
+            break;
+        };
         let mut end = line.len();
         while let Some(&(i, c)) = chars.peek() {
             if c == '=' || c.is_whitespace() {
@@ -1202,7 +1216,9 @@ mod tests {
         assert!(out[0].line.contains("secret=***"), "{}", out[0].line);
         assert!(run(&mut p, r#"{"level":"debug"}"#).is_empty());
 
-        let mut p = pipeline("- logfmt:\n    mapping:\n      lvl: level\n      msg:\n- labels:\n    lvl:\n- output:\n    source: msg\n");
+        let mut p = pipeline(
+            "- logfmt:\n    mapping:\n      lvl: level\n      msg:\n- labels:\n    lvl:\n- output:\n    source: msg\n",
+        );
         let out = run(&mut p, r#"level=error msg="a \"b\"" x=1"#);
         assert_eq!(out[0].labels["lvl"], "error");
         assert_eq!(out[0].line, r#"a "b""#);
@@ -1264,7 +1280,10 @@ mod tests {
             parse_timestamp("02/Jan/2006:15:04:05 -0700", "02/Jan/2024:04:04:05 +0100"),
             Some(1_704_164_645_000_000_000)
         );
-        assert_eq!(parse_timestamp("UnixMs", "1704164645000"), Some(1_704_164_645_000_000_000));
+        assert_eq!(
+            parse_timestamp("UnixMs", "1704164645000"),
+            Some(1_704_164_645_000_000_000)
+        );
         assert_eq!(parse_timestamp("RFC3339", "nope"), None);
     }
 }

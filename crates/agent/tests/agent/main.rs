@@ -1,6 +1,8 @@
 //! End-to-end tests of the agent: files tailed into a local receiver that
 //! decodes Loki pushes (snappy + protobuf).
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -232,7 +234,10 @@ async fn tails_appends_rename_and_copytruncate_once() {
     // A partial last line is held until its newline arrives.
     {
         use std::io::Write;
-        let mut f = std::fs::OpenOptions::new().append(true).open(&file).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&file)
+            .unwrap();
         write!(f, "partial-").unwrap();
     }
     let agent = start_agent(config(dir.path(), &recv.url, "")).await;
@@ -244,7 +249,10 @@ async fn tails_appends_rename_and_copytruncate_once() {
 
     // Rotation by rename: the writer keeps writing to the old file for a
     // moment, then a new file appears under the same name.
-    let mut old = std::fs::OpenOptions::new().append(true).open(&file).unwrap();
+    let mut old = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&file)
+        .unwrap();
     std::fs::rename(&file, logs.join("a.log.1")).unwrap();
     {
         use std::io::Write;
@@ -285,7 +293,10 @@ async fn tails_appends_rename_and_copytruncate_once() {
     let positions = std::fs::read_to_string(dir.path().join("positions.yaml")).unwrap();
     assert!(positions.starts_with("positions:\n"), "{positions}");
     let size = std::fs::metadata(&file).unwrap().len();
-    assert!(positions.contains(&format!("a.log\": \"{size}\"")), "{positions}");
+    assert!(
+        positions.contains(&format!("a.log\": \"{size}\"")),
+        "{positions}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -335,7 +346,10 @@ async fn server_errors_are_retried_without_loss() {
         .text()
         .await
         .unwrap();
-    assert!(metrics.contains("promtail_batch_retries_total{"), "{metrics}");
+    assert!(
+        metrics.contains("promtail_batch_retries_total{"),
+        "{metrics}"
+    );
     agent.stop().await;
     assert_exactly_once(&recv.lines(), &expected);
 }
@@ -366,7 +380,10 @@ async fn client_errors_are_dropped_and_counted() {
             && metrics.contains("reason=\"rejected\"} 3"),
         "{metrics}"
     );
-    assert!(metrics.contains("promtail_sent_entries_total{"), "{metrics}");
+    assert!(
+        metrics.contains("promtail_sent_entries_total{"),
+        "{metrics}"
+    );
     agent.stop().await;
     assert_exactly_once(&recv.lines(), &numbered("accepted", 0..2));
 }
@@ -425,7 +442,11 @@ async fn promtail_docs_config_runs_unchanged() {
     assert_eq!(got.line, line);
     assert_eq!(got.ts, 971_211_336_000_000_000);
     assert!(got.labels.contains(r#"action="GET""#), "{}", got.labels);
-    assert!(got.labels.contains(r#"status_code="200""#), "{}", got.labels);
+    assert!(
+        got.labels.contains(r#"status_code="200""#),
+        "{}",
+        got.labels
+    );
     assert!(got.labels.contains(r#"job="varlogs""#), "{}", got.labels);
     assert!(got.tenant.is_none());
 }
