@@ -347,5 +347,10 @@ async fn flush_batch(
             );
         }
     }
+    // Saved after every acknowledged batch (not only every sync_period), so
+    // that a SIGKILL re-sends at most the batch in flight.
+    if let Err(err) = positions.save() {
+        tracing::error!(%err, "cannot save positions");
+    }
     true
 }

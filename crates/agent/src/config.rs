@@ -152,7 +152,7 @@ impl Default for TargetConfig {
     }
 }
 
-/// Accepted; only `max_line_size` (with `max_line_size_truncate`) is applied.
+/// Accepted and not applied yet.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
