@@ -67,7 +67,6 @@ impl Config {
         }
         for sc in &self.scrape_configs {
             let unsupported = [
-                ("file_sd_configs", sc.file_sd_configs.is_some()),
                 ("docker_sd_configs", sc.docker_sd_configs.is_some()),
                 ("consul_sd_configs", sc.consul_sd_configs.is_some()),
                 ("kubernetes_sd_configs", sc.kubernetes_sd_configs.is_some()),
@@ -243,13 +242,22 @@ pub struct ScrapeConfig {
     pub relabel_configs: Vec<RelabelConfig>,
     pub encoding: Option<String>,
     pub decompression: Option<IgnoredAny>,
-    pub file_sd_configs: Option<IgnoredAny>,
+    pub file_sd_configs: Vec<FileSdConfig>,
     pub docker_sd_configs: Option<IgnoredAny>,
     pub consul_sd_configs: Option<IgnoredAny>,
     pub kubernetes_sd_configs: Option<IgnoredAny>,
     pub journal: Option<IgnoredAny>,
     pub syslog: Option<IgnoredAny>,
     pub loki_push_api: Option<IgnoredAny>,
+}
+
+/// Prometheus file discovery: files (globs) holding target groups, in
+/// YAML or JSON (`.json`), re-read on every target sync.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileSdConfig {
+    pub files: Vec<String>,
+    pub refresh_interval: Option<ConfigDuration>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

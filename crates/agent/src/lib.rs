@@ -253,11 +253,50 @@ async fn manage(
     }
 }
 
+/// The target groups of a scrape config: its static ones and those read
+/// from `file_sd_configs` files (with `__meta_filepath`).
+fn target_groups(sc: &config::ScrapeConfig) -> Vec<config::StaticConfig> {
+    let mut groups = sc.static_configs.clone();
+    for sd in &sc.file_sd_configs {
+        for pattern in &sd.files {
+            let files = match glob::Glob::new(pattern) {
+                Ok(g) => g.walk(),
+                Err(err) => {
+                    tracing::warn!(%pattern, %err, "invalid file_sd_configs glob");
+                    continue;
+                }
+            };
+            for file in files {
+                match read_target_file(&file) {
+                    Ok(found) => groups.extend(found.into_iter().map(|mut g| {
+                        g.labels
+                            .insert("__meta_filepath".to_string(), file.display().to_string());
+                        g
+                    })),
+                    Err(err) => {
+                        tracing::warn!(file = %file.display(), %err, "cannot read targets file")
+                    }
+                }
+            }
+        }
+    }
+    groups
+}
+
+fn read_target_file(path: &std::path::Path) -> Result<Vec<config::StaticConfig>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    if path.extension().is_some_and(|e| e == "json") {
+        serde_json::from_str(&text).map_err(|e| e.to_string())
+    } else {
+        lucia_common::config::parse(path, &text).map_err(|e| e.to_string())
+    }
+}
+
 /// The files every scrape config's targets match now: path → (labels, job).
 pub fn discover(config: &Config) -> BTreeMap<String, (LabelMap, usize)> {
     let mut out = BTreeMap::new();
     for (job, sc) in config.scrape_configs.iter().enumerate() {
-        for st in &sc.static_configs {
+        for st in &target_groups(sc) {
             let targets: Vec<&str> = if st.targets.is_empty() {
                 vec!["localhost"]
             } else {

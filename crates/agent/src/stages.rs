@@ -68,6 +68,37 @@ pub enum StageConfig {
     Multiline(MultilineConfig),
     Docker(Option<EmptyConfig>),
     Cri(Option<CriConfig>),
+    Pack(PackConfig),
+    Sampling(SamplingConfig),
+    Limit(LimitConfig),
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PackConfig {
+    pub labels: Vec<String>,
+    pub ingest_timestamp: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SamplingConfig {
+    pub rate: f64,
+    #[serde(default)]
+    pub drop_counter_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitConfig {
+    pub rate: f64,
+    pub burst: u64,
+    #[serde(default)]
+    pub drop: bool,
+    #[serde(default)]
+    pub by_label_name: Option<String>,
+    #[serde(default)]
+    pub max_distinct_labels: Option<usize>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -293,6 +324,59 @@ enum Stage {
         max_partial_lines: usize,
         partial_lines: usize,
     },
+    Pack {
+        labels: Vec<String>,
+        ingest_timestamp: bool,
+    },
+    Sampling(f64),
+    Limit(Limiter),
+}
+
+/// Token buckets of the `limit` stage: one, or one per value of
+/// `by_label_name`.
+struct Limiter {
+    rate: f64,
+    burst: f64,
+    drop: bool,
+    by_label: Option<String>,
+    max_distinct: usize,
+    buckets: std::collections::HashMap<String, (f64, Instant)>,
+    /// Without `drop`, the time until which reading must pause.
+    throttle_until: Option<Instant>,
+}
+
+impl Limiter {
+    fn admit(&mut self, entry: &Entry) -> bool {
+        let key = match &self.by_label {
+            None => String::new(),
+            Some(name) => match entry.labels.get(name) {
+                Some(v) => v.clone(),
+                // Entries without the label are not limited.
+                None => return true,
+            },
+        };
+        if !self.buckets.contains_key(&key) && self.buckets.len() >= self.max_distinct {
+            // Too many distinct values: start over rather than grow.
+            self.buckets.clear();
+        }
+        let now = Instant::now();
+        let (tokens, last) = self.buckets.entry(key).or_insert((self.burst, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.rate).min(self.burst);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            return true;
+        }
+        if self.drop {
+            return false;
+        }
+        // Borrow the token and make the reader wait until it is paid back.
+        *tokens -= 1.0;
+        let wait = Duration::from_secs_f64((-*tokens / self.rate.max(1e-9)).min(3600.0));
+        let until = now + wait;
+        self.throttle_until = Some(self.throttle_until.map_or(until, |t| t.max(until)));
+        true
+    }
 }
 
 struct DropStage {
@@ -339,6 +423,23 @@ impl Pipeline {
     /// Runs `entry` through every stage, appending what comes out to `out`.
     pub fn process(&mut self, entry: Entry, out: &mut Vec<Entry>) {
         run_from(&mut self.stages, 0, entry, out);
+    }
+
+    /// The time until which a `limit` stage (without `drop`) asks reading
+    /// to pause; cleared by the call.
+    pub fn take_throttle(&mut self) -> Option<Instant> {
+        let mut until: Option<Instant> = None;
+        for stage in &mut self.stages {
+            let t = match stage {
+                Stage::Limit(l) => l.throttle_until.take(),
+                Stage::Match { stages, .. } => stages.take_throttle(),
+                _ => None,
+            };
+            if let Some(t) = t {
+                until = Some(until.map_or(t, |u| u.max(t)));
+            }
+        }
+        until
     }
 
     /// Emits entries that a `multiline` stage has held for longer than its
@@ -523,6 +624,30 @@ fn build_stage(config: &StageConfig, top: bool) -> Result<Stage, StageError> {
                     .unwrap_or(Duration::from_secs(3)),
                 max_lines: c.max_lines.unwrap_or(128).max(1),
                 pending: None,
+            })
+        }
+        StageConfig::Pack(c) => Stage::Pack {
+            labels: c.labels.clone(),
+            ingest_timestamp: c.ingest_timestamp.unwrap_or(true),
+        },
+        StageConfig::Sampling(c) => {
+            if !(0.0..=1.0).contains(&c.rate) {
+                return Err(invalid("sampling", "rate must be between 0 and 1"));
+            }
+            Stage::Sampling(c.rate)
+        }
+        StageConfig::Limit(c) => {
+            if c.rate <= 0.0 || c.burst == 0 {
+                return Err(invalid("limit", "rate and burst must be positive"));
+            }
+            Stage::Limit(Limiter {
+                rate: c.rate,
+                burst: c.burst as f64,
+                drop: c.drop,
+                by_label: c.by_label_name.clone(),
+                max_distinct: c.max_distinct_labels.unwrap_or(10_000).max(1),
+                buckets: std::collections::HashMap::new(),
+                throttle_until: None,
             })
         }
         StageConfig::Docker(_) => Stage::Docker,
@@ -914,6 +1039,31 @@ fn apply(stage: &mut Stage, entry: &mut Entry) -> bool {
             *partial_lines = 0;
             entry.line = line;
         }
+        Stage::Pack {
+            labels,
+            ingest_timestamp,
+        } => {
+            let mut object = serde_json::Map::new();
+            for name in labels.iter() {
+                let value = entry
+                    .labels
+                    .remove(name)
+                    .or_else(|| entry.extracted.get(name).cloned());
+                if let Some(v) = value {
+                    object.insert(name.clone(), serde_json::Value::String(v));
+                }
+            }
+            object.insert(
+                "_entry".to_string(),
+                serde_json::Value::String(std::mem::take(&mut entry.line)),
+            );
+            entry.line = serde_json::Value::Object(object).to_string();
+            if *ingest_timestamp {
+                entry.timestamp = lucia_common::time::now_nanos();
+            }
+        }
+        Stage::Sampling(rate) => return rand::random::<f64>() < *rate,
+        Stage::Limit(limiter) => return limiter.admit(entry),
         // Handled by run_from.
         Stage::Match { .. } | Stage::Multiline(_) => {}
     }
@@ -1257,6 +1407,36 @@ mod tests {
         let mut p = pipeline("- decolorize:\n- drop:\n    expression: '^skip'\n");
         assert_eq!(run(&mut p, "\x1b[31mred\x1b[0m")[0].line, "red");
         assert!(run(&mut p, "skip me").is_empty());
+    }
+
+    #[test]
+    fn pack_sampling_limit() {
+        let mut p = pipeline(
+            "- static_labels:\n    pod: p1\n- pack:\n    labels: [pod]\n    ingest_timestamp: false\n",
+        );
+        let out = run(&mut p, "hello");
+        assert_eq!(out[0].line, r#"{"_entry":"hello","pod":"p1"}"#);
+        assert!(!out[0].labels.contains_key("pod"));
+        assert_eq!(out[0].timestamp, 7);
+
+        let mut p = pipeline("- sampling:\n    rate: 0\n");
+        assert!(run(&mut p, "x").is_empty());
+        let mut p = pipeline("- sampling:\n    rate: 1\n");
+        assert_eq!(run(&mut p, "x").len(), 1);
+
+        let mut p = pipeline("- limit:\n    rate: 1\n    burst: 2\n    drop: true\n");
+        let kept: usize = (0..5).map(|_| run(&mut p, "x").len()).sum();
+        assert_eq!(kept, 2);
+        let mut p = pipeline("- limit:\n    rate: 10\n    burst: 1\n");
+        let kept: usize = (0..3).map(|_| run(&mut p, "x").len()).sum();
+        assert_eq!(kept, 3);
+        let until = p.take_throttle().unwrap();
+        let wait = until.saturating_duration_since(Instant::now());
+        assert!(
+            wait > Duration::from_millis(100) && wait <= Duration::from_millis(200),
+            "{wait:?}"
+        );
+        assert!(p.take_throttle().is_none());
     }
 
     #[test]

@@ -246,6 +246,10 @@ impl Tailer {
     }
 
     async fn send_out(&mut self) -> Result<(), Closed> {
+        if let Some(until) = self.pipeline.take_throttle() {
+            // A `limit` stage without `drop`: slow reading down.
+            tokio::time::sleep_until(until.into()).await;
+        }
         for entry in self.out.drain(..) {
             let shipment = Shipment {
                 entry,

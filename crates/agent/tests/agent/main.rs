@@ -489,3 +489,62 @@ fn config_errors_name_file_line_and_field() {
     assert_eq!(c.backoff_config.max_period.0, Duration::from_secs(300));
     assert_eq!(c.backoff_config.max_retries, 10);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_sd_targets_and_relabeling() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = logs_dir(dir.path());
+    let recv = receiver(0, 500).await;
+    let d = dir.path().display();
+    std::fs::write(
+        dir.path().join("targets.json"),
+        format!(r#"[{{"targets":["localhost"],"labels":{{"__path__":"{d}/logs/app/*.log","team":"blue"}}}}]"#),
+    )
+    .unwrap();
+    let yaml = format!(
+        r#"
+positions:
+  filename: {d}/positions.yaml
+target_config:
+  sync_period: 100ms
+clients:
+  - url: {url}
+    batchwait: 50ms
+    external_labels:
+      cluster: c1
+scrape_configs:
+  - job_name: sd
+    file_sd_configs:
+      - files: ['{d}/*.json']
+    relabel_configs:
+      - source_labels: [__meta_filepath]
+        regex: '.*/(\w+)\.json'
+        target_label: source
+      - source_labels: [team]
+        regex: red
+        action: drop
+    pipeline_stages:
+      - tenant:
+          value: acme
+"#,
+        url = recv.url
+    );
+    let config = Config::parse(Path::new("sd.yaml"), &yaml).unwrap();
+    append(&logs.join("a.log"), numbered("sd", 0..3));
+    let agent = start_agent(config).await;
+    recv.wait_for(3).await;
+    agent.stop().await;
+    let entries = recv.entries.lock().clone();
+    assert_exactly_once(&recv.lines(), &numbered("sd", 0..3));
+    let e = &entries[0];
+    assert_eq!(e.tenant.as_deref(), Some("acme"));
+    for label in [
+        r#"team="blue""#,
+        r#"source="targets""#,
+        r#"cluster="c1""#,
+        "a.log",
+    ] {
+        assert!(e.labels.contains(label), "{label} not in {}", e.labels);
+    }
+    assert!(!e.labels.contains("__meta"), "{}", e.labels);
+}
