@@ -82,8 +82,11 @@ impl Config {
                     )));
                 }
             }
-            crate::stages::Pipeline::new(&sc.pipeline_stages)
-                .map_err(|err| invalid(format!("scrape_configs[{}]: {err}", sc.job_name)))?;
+            crate::stages::Pipeline::new(
+                &sc.pipeline_stages,
+                &crate::stage_metrics::CustomMetrics::detached(),
+            )
+            .map_err(|err| invalid(format!("scrape_configs[{}]: {err}", sc.job_name)))?;
             for rc in &sc.relabel_configs {
                 rc.validate()
                     .map_err(|err| invalid(format!("scrape_configs[{}]: {err}", sc.job_name)))?;

@@ -14,6 +14,7 @@ pub mod glob;
 pub mod metrics;
 pub mod positions;
 pub mod relabel;
+pub mod stage_metrics;
 pub mod stages;
 pub mod tail;
 
@@ -188,6 +189,7 @@ async fn manage(
     sync_period: Duration,
 ) {
     let mut running: HashMap<String, Running> = HashMap::new();
+    let custom = metrics.custom.clone();
     loop {
         let wanted = discover(&config);
         for (path, (labels, job)) in &wanted {
@@ -198,7 +200,7 @@ async fn manage(
             let Some(sc) = config.scrape_configs.get(*job) else {
                 continue;
             };
-            let pipeline = match Pipeline::new(&sc.pipeline_stages) {
+            let pipeline = match Pipeline::new(&sc.pipeline_stages, &custom) {
                 Ok(p) => p,
                 Err(err) => {
                     tracing::error!(job = %sc.job_name, %err, "invalid pipeline");

@@ -8,8 +8,10 @@ use prometheus_client::metrics::gauge::Gauge;
 
 type Labels = Vec<(String, String)>;
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct AgentMetrics {
+    /// Series of the `metrics` pipeline stages.
+    pub custom: crate::stage_metrics::CustomMetrics,
     pub read_bytes: Family<Labels, Counter>,
     pub read_lines: Family<Labels, Counter>,
     pub files_active: Gauge,
@@ -23,7 +25,18 @@ pub struct AgentMetrics {
 
 impl AgentMetrics {
     pub fn register(metrics: &Metrics) -> Self {
-        let m = Self::default();
+        let m = Self {
+            custom: crate::stage_metrics::CustomMetrics::new(metrics.clone()),
+            read_bytes: Family::default(),
+            read_lines: Family::default(),
+            files_active: Gauge::default(),
+            sent_entries: Family::default(),
+            sent_bytes: Family::default(),
+            dropped_entries: Family::default(),
+            dropped_bytes: Family::default(),
+            batch_retries: Family::default(),
+            queued_entries: Gauge::default(),
+        };
         metrics.register(
             "promtail_read_bytes",
             "Number of bytes read from files.",

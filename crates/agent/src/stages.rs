@@ -13,6 +13,7 @@ use regex::Regex;
 use serde::Deserialize;
 
 use crate::relabel::LabelMap;
+use crate::stage_metrics::{CustomMetrics, MetricStage};
 
 /// One log entry as it flows through a pipeline.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,6 +70,7 @@ pub enum StageConfig {
     Docker(Option<EmptyConfig>),
     Cri(Option<CriConfig>),
     Pack(PackConfig),
+    Metrics(BTreeMap<String, crate::stage_metrics::MetricConfig>),
     Sampling(SamplingConfig),
     Limit(LimitConfig),
 }
@@ -330,6 +332,7 @@ enum Stage {
     },
     Sampling(f64),
     Limit(Limiter),
+    Metrics(crate::stage_metrics::MetricStage),
 }
 
 /// Token buckets of the `limit` stage: one, or one per value of
@@ -408,14 +411,20 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn new(configs: &[StageConfig]) -> Result<Self, StageError> {
-        Self::build(configs, true)
+    /// Compiles `configs`; `metrics` stages register their series in
+    /// `custom` (shared by every file's pipeline).
+    pub fn new(configs: &[StageConfig], custom: &CustomMetrics) -> Result<Self, StageError> {
+        Self::build(configs, true, custom)
     }
 
-    fn build(configs: &[StageConfig], top: bool) -> Result<Self, StageError> {
+    fn build(
+        configs: &[StageConfig],
+        top: bool,
+        custom: &CustomMetrics,
+    ) -> Result<Self, StageError> {
         let stages = configs
             .iter()
-            .map(|c| build_stage(c, top))
+            .map(|c| build_stage(c, top, custom))
             .collect::<Result<_, _>>()?;
         Ok(Self { stages })
     }
@@ -474,7 +483,11 @@ fn pairs(map: &BTreeMap<String, Option<String>>) -> Vec<(String, String)> {
         .collect()
 }
 
-fn build_stage(config: &StageConfig, top: bool) -> Result<Stage, StageError> {
+fn build_stage(
+    config: &StageConfig,
+    top: bool,
+    custom: &CustomMetrics,
+) -> Result<Stage, StageError> {
     Ok(match config {
         StageConfig::Regex(c) => Stage::Regex {
             re: compile("regex", &c.expression)?,
@@ -573,7 +586,7 @@ fn build_stage(config: &StageConfig, top: bool) -> Result<Stage, StageError> {
                 matchers,
                 filters,
                 drop,
-                stages: Pipeline::build(&c.stages, false)?,
+                stages: Pipeline::build(&c.stages, false, custom)?,
             }
         }
         StageConfig::Drop(c) => {
@@ -630,6 +643,7 @@ fn build_stage(config: &StageConfig, top: bool) -> Result<Stage, StageError> {
             labels: c.labels.clone(),
             ingest_timestamp: c.ingest_timestamp.unwrap_or(true),
         },
+        StageConfig::Metrics(c) => Stage::Metrics(MetricStage::new(c, custom)?),
         StageConfig::Sampling(c) => {
             if !(0.0..=1.0).contains(&c.rate) {
                 return Err(invalid("sampling", "rate must be between 0 and 1"));
@@ -1062,6 +1076,7 @@ fn apply(stage: &mut Stage, entry: &mut Entry) -> bool {
                 entry.timestamp = lucia_common::time::now_nanos();
             }
         }
+        Stage::Metrics(m) => m.observe(entry),
         Stage::Sampling(rate) => return rand::random::<f64>() < *rate,
         Stage::Limit(limiter) => return limiter.admit(entry),
         // Handled by run_from.
@@ -1296,7 +1311,7 @@ mod tests {
     fn pipeline(yaml: &str) -> Pipeline {
         let configs: Vec<StageConfig> =
             lucia_common::config::parse(std::path::Path::new("t.yaml"), yaml).unwrap();
-        Pipeline::new(&configs).unwrap()
+        Pipeline::new(&configs, &CustomMetrics::detached()).unwrap()
     }
 
     fn run(p: &mut Pipeline, line: &str) -> Vec<Entry> {
@@ -1407,6 +1422,67 @@ mod tests {
         let mut p = pipeline("- decolorize:\n- drop:\n    expression: '^skip'\n");
         assert_eq!(run(&mut p, "\x1b[31mred\x1b[0m")[0].line, "red");
         assert!(run(&mut p, "skip me").is_empty());
+    }
+
+    #[test]
+    fn metrics_stage_counts_and_observes() {
+        let registry = lucia_common::metrics::Metrics::new();
+        let custom = CustomMetrics::new(registry.clone());
+        let yaml = r#"
+- regex:
+    expression: 'level=(?P<level>\w+) took=(?P<took>[\d.]+)'
+- metrics:
+    lines_total:
+      type: Counter
+      description: all lines
+      config:
+        match_all: true
+    errors_total:
+      type: Counter
+      source: level
+      config:
+        value: error
+    took_seconds:
+      type: Histogram
+      source: took
+      config:
+        buckets: [0.1, 1]
+    last_took:
+      type: Gauge
+      source: took
+      config:
+        action: set
+"#;
+        let configs: Vec<StageConfig> =
+            lucia_common::config::parse(std::path::Path::new("t.yaml"), yaml).unwrap();
+        // Two pipelines (two files) share the series.
+        let mut a = Pipeline::new(&configs, &custom).unwrap();
+        let mut b = Pipeline::new(&configs, &custom).unwrap();
+        run(&mut a, "level=error took=0.5");
+        run(&mut b, "level=info took=2");
+        let text = registry.encode();
+        assert!(
+            text.contains(r#"promtail_custom_lines_total{job="x"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"promtail_custom_errors_total{job="x"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"promtail_custom_took_seconds_bucket{le="1.0",job="x"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"promtail_custom_last_took{job="x"} 2"#),
+            "{text}"
+        );
+        let bad: Vec<StageConfig> = lucia_common::config::parse(
+            std::path::Path::new("t.yaml"),
+            "- metrics:\n    x:\n      type: Summary\n",
+        )
+        .unwrap();
+        assert!(Pipeline::new(&bad, &custom).is_err());
     }
 
     #[test]
