@@ -154,7 +154,8 @@ impl Default for TargetConfig {
     }
 }
 
-/// Accepted and not applied yet.
+/// Accepted; `max_line_size` (with `max_line_size_truncate`) is applied,
+/// the read rate limits are not yet.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
@@ -163,7 +164,7 @@ pub struct LimitsConfig {
     pub readline_burst: Option<u64>,
     pub readline_rate_drop: Option<bool>,
     pub max_streams: Option<u64>,
-    pub max_line_size: Option<u64>,
+    pub max_line_size: Option<crate::stages::ByteSize>,
     pub max_line_size_truncate: bool,
 }
 

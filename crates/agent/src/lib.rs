@@ -215,6 +215,13 @@ async fn manage(
                 tx.clone(),
                 positions.clone(),
                 metrics.clone(),
+                tail::LineLimits {
+                    max_line_size: config
+                        .limits_config
+                        .max_line_size
+                        .and_then(|n| usize::try_from(n.0).ok()),
+                    truncate: config.limits_config.max_line_size_truncate,
+                },
             );
             let tailer_stop = stop.child_token();
             let task = tokio::spawn(tailer.run(tailer_stop.clone(), POLL_INTERVAL));

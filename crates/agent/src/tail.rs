@@ -29,8 +29,17 @@ fn file_id(meta: &std::fs::Metadata) -> FileId {
 
 const READ_BUFFER: usize = 64 * 1024;
 
+/// `limits_config` as applied to each line read.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LineLimits {
+    /// Longer lines are dropped (counted), or truncated with `truncate`.
+    pub max_line_size: Option<usize>,
+    pub truncate: bool,
+}
+
 pub struct Tailer {
     path: Arc<str>,
+    limits: LineLimits,
     labels: LabelMap,
     pipeline: Pipeline,
     tx: mpsc::Sender<Shipment>,
@@ -56,9 +65,11 @@ impl Tailer {
         tx: mpsc::Sender<Shipment>,
         positions: Positions,
         metrics: AgentMetrics,
+        limits: LineLimits,
     ) -> Self {
         Self {
             path: Arc::from(path),
+            limits,
             labels,
             pipeline,
             tx,
@@ -235,7 +246,19 @@ impl Tailer {
     }
 
     fn emit_line(&mut self, line: &[u8], end: u64) {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let mut line = line.strip_suffix(b"\r").unwrap_or(line);
+        if let Some(max) = self
+            .limits
+            .max_line_size
+            .filter(|max| line.len() > *max && *max > 0)
+        {
+            if !self.limits.truncate {
+                self.metrics
+                    .dropped("", "line_too_long", 1, line.len() as u64);
+                return;
+            }
+            line = &line[..max];
+        }
         let mut entry = Entry::new(
             self.labels.clone(),
             lucia_common::time::now_nanos(),

@@ -548,3 +548,36 @@ scrape_configs:
     }
     assert!(!e.labels.contains("__meta"), "{}", e.labels);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_lines_are_truncated_or_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = logs_dir(dir.path());
+    let recv = receiver(0, 500).await;
+    let limits = "limits_config:\n  max_line_size: 10\n  max_line_size_truncate: true\n";
+    append(&logs.join("x.log"), ["short".to_string(), "a".repeat(25)]);
+    let agent = start_agent(config(dir.path(), &recv.url, limits)).await;
+    recv.wait_for(2).await;
+    agent.stop().await;
+    assert_eq!(recv.lines(), vec!["short".to_string(), "a".repeat(10)]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let logs = logs_dir(dir.path());
+    let recv = receiver(0, 500).await;
+    let limits = "limits_config:\n  max_line_size: 10\n";
+    append(&logs.join("x.log"), ["a".repeat(25), "short".to_string()]);
+    let agent = start_agent(config(dir.path(), &recv.url, limits)).await;
+    recv.wait_for(1).await;
+    let metrics = reqwest::get(format!("http://{}/metrics", agent.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    agent.stop().await;
+    assert_eq!(recv.lines(), vec!["short".to_string()]);
+    assert!(
+        metrics.contains(r#"reason="line_too_long"} 1"#),
+        "{metrics}"
+    );
+}
