@@ -72,7 +72,6 @@ impl Config {
                 ("kubernetes_sd_configs", sc.kubernetes_sd_configs.is_some()),
                 ("journal", sc.journal.is_some()),
                 ("syslog", sc.syslog.is_some()),
-                ("loki_push_api", sc.loki_push_api.is_some()),
             ];
             for (name, present) in unsupported {
                 if present {
@@ -252,7 +251,7 @@ pub struct ScrapeConfig {
     pub kubernetes_sd_configs: Option<IgnoredAny>,
     pub journal: Option<IgnoredAny>,
     pub syslog: Option<IgnoredAny>,
-    pub loki_push_api: Option<IgnoredAny>,
+    pub loki_push_api: Option<crate::push_api::PushApiConfig>,
 }
 
 /// Prometheus file discovery: files (globs) holding target groups, in

@@ -13,6 +13,7 @@ pub mod config;
 pub mod glob;
 pub mod metrics;
 pub mod positions;
+pub mod push_api;
 pub mod relabel;
 pub mod stage_metrics;
 pub mod stages;
@@ -46,6 +47,8 @@ pub enum Error {
     Positions(#[from] positions::PositionsError),
     #[error(transparent)]
     Client(#[from] client::ClientError),
+    #[error(transparent)]
+    Pipeline(#[from] stages::StageError),
     #[error("no clients configured (and not --dry-run)")]
     NoClients,
 }
@@ -106,6 +109,24 @@ pub async fn start(config: Config, options: Options, ctx: RoleContext) -> Result
         abort.clone(),
     ));
     let stop = ctx.shutdown.child_token();
+    let mut push_servers = Vec::new();
+    for sc in &config.scrape_configs {
+        let Some(push) = &sc.loki_push_api else {
+            continue;
+        };
+        let addr = push.listen_address();
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        tracing::info!(job = %sc.job_name, addr = %listener.local_addr()?, "loki_push_api listening");
+        let pipeline = Pipeline::new(&sc.pipeline_stages, &metrics.custom)?;
+        push_servers.push(tokio::spawn(push_api::serve(
+            listener,
+            push.clone(),
+            sc.relabel_configs.clone(),
+            pipeline,
+            tx.clone(),
+            stop.clone(),
+        )));
+    }
     let sync_period = config
         .target_config
         .sync_period
@@ -144,6 +165,9 @@ pub async fn start(config: Config, options: Options, ctx: RoleContext) -> Result
     let dry_run = options.dry_run;
     let stopped = async move {
         let _ = manager.await;
+        for server in push_servers {
+            let _ = server.await;
+        }
         // Give the final batch a bounded time to be delivered.
         let mut shipper = shipper;
         if tokio::time::timeout(Duration::from_secs(10), &mut shipper)

@@ -581,3 +581,93 @@ async fn long_lines_are_truncated_or_dropped() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loki_push_api_relays_json_and_protobuf() {
+    let dir = tempfile::tempdir().unwrap();
+    let recv = receiver(0, 500).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let yaml = format!(
+        r#"
+positions:
+  filename: {d}/positions.yaml
+clients:
+  - url: {url}
+    batchwait: 50ms
+scrape_configs:
+  - job_name: push
+    loki_push_api:
+      server:
+        http_listen_address: 127.0.0.1
+        http_listen_port: {port}
+        grpc_listen_port: 0
+      labels:
+        pushserver: push1
+      use_incoming_timestamp: true
+    pipeline_stages:
+      - static_labels:
+          relayed: "yes"
+"#,
+        d = dir.path().display(),
+        url = recv.url
+    );
+    let agent = start_agent(Config::parse(Path::new("push.yaml"), &yaml).unwrap()).await;
+    let client = reqwest::Client::new();
+    let push_url = format!("http://127.0.0.1:{port}/loki/api/v1/push");
+    let json =
+        r#"{"streams":[{"stream":{"app":"a"},"values":[["1700000000000000001","from json"]]}]}"#;
+    let resp = client
+        .post(&push_url)
+        .header("Content-Type", "application/json")
+        .header("X-Scope-OrgID", "t1")
+        .body(json)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    let request = PushRequest {
+        streams: vec![lucia_proto::logproto::StreamAdapter {
+            labels: r#"{app="b"}"#.to_string(),
+            entries: vec![lucia_proto::logproto::EntryAdapter {
+                timestamp: Some(lucia_proto::logproto::Timestamp {
+                    seconds: 1_700_000_000,
+                    nanos: 2,
+                }),
+                line: "from protobuf".to_string(),
+                structured_metadata: vec![],
+            }],
+            hash: 0,
+        }],
+    };
+    let body = snap::raw::Encoder::new()
+        .compress_vec(&request.encode_to_vec())
+        .unwrap();
+    let resp = client
+        .post(&push_url)
+        .header("Content-Type", "application/x-protobuf")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    let resp = client.post(&push_url).body("garbage").send().await.unwrap();
+    assert_eq!(resp.status(), 400);
+    recv.wait_for(2).await;
+    agent.stop().await;
+    let mut entries = recv.entries.lock().clone();
+    entries.sort_by_key(|e| e.ts);
+    assert_eq!(entries[0].line, "from json");
+    assert_eq!(entries[0].ts, 1_700_000_000_000_000_001);
+    assert_eq!(entries[0].tenant.as_deref(), Some("t1"));
+    assert_eq!(
+        entries[0].labels,
+        r#"{app="a", pushserver="push1", relayed="yes"}"#
+    );
+    assert_eq!(entries[1].line, "from protobuf");
+    assert_eq!(entries[1].ts, 1_700_000_000_000_000_002);
+    assert!(entries[1].tenant.is_none());
+}
