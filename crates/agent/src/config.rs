@@ -67,7 +67,6 @@ impl Config {
         }
         for sc in &self.scrape_configs {
             let unsupported = [
-                ("docker_sd_configs", sc.docker_sd_configs.is_some()),
                 ("consul_sd_configs", sc.consul_sd_configs.is_some()),
                 ("kubernetes_sd_configs", sc.kubernetes_sd_configs.is_some()),
                 ("journal", sc.journal.is_some()),
@@ -86,6 +85,10 @@ impl Config {
                 &crate::stage_metrics::CustomMetrics::detached(),
             )
             .map_err(|err| invalid(format!("scrape_configs[{}]: {err}", sc.job_name)))?;
+            for sd in &sc.docker_sd_configs {
+                crate::docker::Endpoint::parse(&sd.host)
+                    .map_err(|err| invalid(format!("scrape_configs[{}]: {err}", sc.job_name)))?;
+            }
             for rc in &sc.relabel_configs {
                 rc.validate()
                     .map_err(|err| invalid(format!("scrape_configs[{}]: {err}", sc.job_name)))?;
@@ -246,7 +249,7 @@ pub struct ScrapeConfig {
     pub encoding: Option<String>,
     pub decompression: Option<IgnoredAny>,
     pub file_sd_configs: Vec<FileSdConfig>,
-    pub docker_sd_configs: Option<IgnoredAny>,
+    pub docker_sd_configs: Vec<crate::docker::DockerSdConfig>,
     pub consul_sd_configs: Option<IgnoredAny>,
     pub kubernetes_sd_configs: Option<IgnoredAny>,
     pub journal: Option<IgnoredAny>,

@@ -10,6 +10,7 @@
 
 pub mod client;
 pub mod config;
+pub mod docker;
 pub mod glob;
 pub mod metrics;
 pub mod positions;
@@ -195,6 +196,20 @@ pub async fn run(
     lucia_common::server::run_role(process, shutdown, |ctx| start(config, options, ctx)).await
 }
 
+/// Something to follow: a file, or a container's logs.
+enum Want {
+    File {
+        labels: LabelMap,
+        job: usize,
+    },
+    Docker {
+        host: String,
+        id: String,
+        labels: LabelMap,
+        job: usize,
+    },
+}
+
 struct Running {
     stop: Shutdown,
     task: tokio::task::JoinHandle<()>,
@@ -215,13 +230,41 @@ async fn manage(
     let mut running: HashMap<String, Running> = HashMap::new();
     let custom = metrics.custom.clone();
     loop {
-        let wanted = discover(&config);
-        for (path, (labels, job)) in &wanted {
-            if let Some(r) = running.get_mut(path) {
+        let mut wanted: BTreeMap<String, Want> = discover(&config)
+            .into_iter()
+            .map(|(path, (labels, job))| (path, Want::File { labels, job }))
+            .collect();
+        for (job, sc) in config.scrape_configs.iter().enumerate() {
+            for sd in &sc.docker_sd_configs {
+                match docker::discover(sd).await {
+                    Ok(containers) => {
+                        for c in containers {
+                            wanted
+                                .entry(docker::cursor_key(&c.id))
+                                .or_insert(Want::Docker {
+                                    host: sd.host.clone(),
+                                    id: c.id,
+                                    labels: c.labels,
+                                    job,
+                                });
+                        }
+                    }
+                    Err(err) => tracing::warn!(job = %sc.job_name, %err, "docker discovery failed"),
+                }
+            }
+        }
+        // Tailers that ended on their own (a container's log stream whose
+        // queue closed, ...) are started again.
+        running.retain(|_, r| !r.task.is_finished());
+        for (key, want) in &wanted {
+            if let Some(r) = running.get_mut(key) {
                 r.missing_syncs = 0;
                 continue;
             }
-            let Some(sc) = config.scrape_configs.get(*job) else {
+            let job = match want {
+                Want::File { job, .. } | Want::Docker { job, .. } => *job,
+            };
+            let Some(sc) = config.scrape_configs.get(job) else {
                 continue;
             };
             let pipeline = match Pipeline::new(&sc.pipeline_stages, &custom) {
@@ -231,26 +274,46 @@ async fn manage(
                     continue;
                 }
             };
-            tracing::info!(%path, "tailing");
-            let tailer = Tailer::new(
-                path,
-                labels.clone(),
-                pipeline,
-                tx.clone(),
-                positions.clone(),
-                metrics.clone(),
-                tail::LineLimits {
-                    max_line_size: config
-                        .limits_config
-                        .max_line_size
-                        .and_then(|n| usize::try_from(n.0).ok()),
-                    truncate: config.limits_config.max_line_size_truncate,
-                },
-            );
             let tailer_stop = stop.child_token();
-            let task = tokio::spawn(tailer.run(tailer_stop.clone(), POLL_INTERVAL));
+            let task = match want {
+                Want::File { labels, .. } => {
+                    tracing::info!(path = %key, "tailing");
+                    let tailer = Tailer::new(
+                        key,
+                        labels.clone(),
+                        pipeline,
+                        tx.clone(),
+                        positions.clone(),
+                        metrics.clone(),
+                        tail::LineLimits {
+                            max_line_size: config
+                                .limits_config
+                                .max_line_size
+                                .and_then(|n| usize::try_from(n.0).ok()),
+                            truncate: config.limits_config.max_line_size_truncate,
+                        },
+                    );
+                    tokio::spawn(tailer.run(tailer_stop.clone(), POLL_INTERVAL))
+                }
+                Want::Docker {
+                    host, id, labels, ..
+                } => {
+                    tracing::info!(container = %id, "following container logs");
+                    tokio::spawn(docker::tail(
+                        host.clone(),
+                        id.clone(),
+                        labels.clone(),
+                        sc.relabel_configs.clone(),
+                        pipeline,
+                        tx.clone(),
+                        positions.clone(),
+                        tailer_stop.clone(),
+                        sync_period,
+                    ))
+                }
+            };
             running.insert(
-                path.clone(),
+                key.clone(),
                 Running {
                     stop: tailer_stop,
                     task,

@@ -671,3 +671,127 @@ scrape_configs:
     assert_eq!(entries[1].ts, 1_700_000_000_000_000_002);
     assert!(entries[1].tenant.is_none());
 }
+
+/// A fake Docker Engine API on a unix socket: one container `flog` whose
+/// log stream (multiplexed frames, chunked) holds `lines` and then ends.
+async fn fake_docker(socket: &Path, lines: Arc<Mutex<Vec<(u8, String)>>>) {
+    use axum::extract::{Query, RawQuery};
+    let list = axum::routing::get(|RawQuery(query): RawQuery| async move {
+        let query = query.unwrap_or_default();
+        // The filters of the config reach the API.
+        if !query.contains("filters=") || !query.contains("flog") {
+            return (StatusCode::BAD_REQUEST, String::new());
+        }
+        let body = r#"[{"Id":"abc123","Names":["/flog"],"Labels":{"logging_jobname":"flogjob","com.example.team":"blue"},
+            "HostConfig":{"NetworkMode":"bridge"},"Ports":[{"PrivatePort":80,"Type":"tcp"}],
+            "NetworkSettings":{"Networks":{"bridge":{"IPAddress":"172.17.0.2","NetworkID":"n1"}}}}]"#;
+        (StatusCode::OK, body.to_string())
+    });
+    let logs = axum::routing::get(move |Query(q): Query<BTreeMap<String, String>>| {
+        let lines = lines.clone();
+        async move {
+            let since: f64 = q.get("since").and_then(|s| s.parse().ok()).unwrap_or(0.0);
+            let frames: Vec<Result<Vec<u8>, std::io::Error>> = lines
+                .lock()
+                .iter()
+                .filter(|(_, l)| {
+                    // Docker's `since` has second granularity.
+                    let ts = lucia_agent::stages::parse_timestamp(
+                        "RFC3339Nano",
+                        l.split(' ').next().unwrap_or(""),
+                    )
+                    .unwrap_or(0);
+                    ts / 1_000_000_000 >= since as i64
+                })
+                .map(|(stream, l)| {
+                    let payload = format!("{l}\n");
+                    let mut frame = vec![*stream, 0, 0, 0];
+                    frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+                    frame.extend_from_slice(payload.as_bytes());
+                    Ok(frame)
+                })
+                .collect();
+            axum::body::Body::from_stream(futures::stream::iter(frames))
+        }
+    });
+    let app = axum::Router::new()
+        .route("/containers/json", list)
+        .route("/containers/{id}/logs", logs);
+    let listener = tokio::net::UnixListener::bind(socket).unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_discovery_follows_container_logs_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("docker.sock");
+    let lines = Arc::new(Mutex::new(vec![
+        (1u8, "2024-01-02T03:04:05.000000001Z hello".to_string()),
+        (2u8, "2024-01-02T03:04:05.000000002Z oops".to_string()),
+    ]));
+    fake_docker(&socket, lines.clone()).await;
+    let recv = receiver(0, 500).await;
+    // Promtail's documented docker example, with the socket path changed.
+    let yaml = format!(
+        r#"
+server:
+  http_listen_port: 9080
+  grpc_listen_port: 0
+positions:
+  filename: {d}/positions.yaml
+target_config:
+  sync_period: 100ms
+clients:
+  - url: {url}
+    batchwait: 50ms
+scrape_configs:
+  - job_name: flog_scrape
+    docker_sd_configs:
+      - host: unix://{sock}
+        refresh_interval: 5s
+        filters:
+          - name: name
+            values: [flog]
+    relabel_configs:
+      - source_labels: ['__meta_docker_container_name']
+        regex: '/(.*)'
+        target_label: 'container'
+      - source_labels: ['__meta_docker_container_log_stream']
+        target_label: 'logstream'
+      - source_labels: ['__meta_docker_container_label_logging_jobname']
+        target_label: 'job'
+"#,
+        d = dir.path().display(),
+        url = recv.url,
+        sock = socket.display()
+    );
+    let config = Config::parse(Path::new("docker.yaml"), &yaml).unwrap();
+    let agent = start_agent(config.clone()).await;
+    recv.wait_for(2).await;
+    agent.stop().await;
+
+    // Restarted: the stream starts again at the same second, the agent
+    // skips what it already shipped and takes the new line.
+    let agent = start_agent(config).await;
+    lines
+        .lock()
+        .push((1, "2024-01-02T03:04:05.000000003Z again".to_string()));
+    recv.wait_for(3).await;
+    agent.stop().await;
+    let mut entries = recv.entries.lock().clone();
+    entries.sort_by_key(|e| e.ts);
+    assert_exactly_once(
+        &recv.lines(),
+        &["hello".to_string(), "oops".to_string(), "again".to_string()],
+    );
+    assert_eq!(entries[0].ts, 1_704_164_645_000_000_001);
+    assert_eq!(
+        entries[0].labels,
+        r#"{container="flog", job="flogjob", logstream="stdout"}"#
+    );
+    assert!(
+        entries[1].labels.contains(r#"logstream="stderr""#),
+        "{}",
+        entries[1].labels
+    );
+}
