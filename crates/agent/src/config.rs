@@ -70,7 +70,6 @@ impl Config {
                 ("consul_sd_configs", sc.consul_sd_configs.is_some()),
                 ("kubernetes_sd_configs", sc.kubernetes_sd_configs.is_some()),
                 ("journal", sc.journal.is_some()),
-                ("syslog", sc.syslog.is_some()),
             ];
             for (name, present) in unsupported {
                 if present {
@@ -85,6 +84,17 @@ impl Config {
                 &crate::stage_metrics::CustomMetrics::detached(),
             )
             .map_err(|err| invalid(format!("scrape_configs[{}]: {err}", sc.job_name)))?;
+            if let Some(syslog) = &sc.syslog
+                && syslog
+                    .listen_protocol
+                    .as_deref()
+                    .is_some_and(|p| p != "tcp")
+            {
+                return Err(invalid(format!(
+                    "scrape_configs[{}].syslog: only listen_protocol tcp is supported",
+                    sc.job_name
+                )));
+            }
             for sd in &sc.docker_sd_configs {
                 crate::docker::Endpoint::parse(&sd.host)
                     .map_err(|err| invalid(format!("scrape_configs[{}]: {err}", sc.job_name)))?;
@@ -253,7 +263,7 @@ pub struct ScrapeConfig {
     pub consul_sd_configs: Option<IgnoredAny>,
     pub kubernetes_sd_configs: Option<IgnoredAny>,
     pub journal: Option<IgnoredAny>,
-    pub syslog: Option<IgnoredAny>,
+    pub syslog: Option<crate::syslog::SyslogConfig>,
     pub loki_push_api: Option<crate::push_api::PushApiConfig>,
 }
 

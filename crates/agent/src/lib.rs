@@ -18,6 +18,7 @@ pub mod push_api;
 pub mod relabel;
 pub mod stage_metrics;
 pub mod stages;
+pub mod syslog;
 pub mod tail;
 
 use std::collections::{BTreeMap, HashMap};
@@ -122,6 +123,22 @@ pub async fn start(config: Config, options: Options, ctx: RoleContext) -> Result
         push_servers.push(tokio::spawn(push_api::serve(
             listener,
             push.clone(),
+            sc.relabel_configs.clone(),
+            pipeline,
+            tx.clone(),
+            stop.clone(),
+        )));
+    }
+    for sc in &config.scrape_configs {
+        let Some(syslog) = &sc.syslog else {
+            continue;
+        };
+        let listener = tokio::net::TcpListener::bind(syslog.listen_address.as_str()).await?;
+        tracing::info!(job = %sc.job_name, addr = %listener.local_addr()?, "syslog listening");
+        let pipeline = Pipeline::new(&sc.pipeline_stages, &metrics.custom)?;
+        push_servers.push(tokio::spawn(syslog::serve(
+            listener,
+            syslog.clone(),
             sc.relabel_configs.clone(),
             pipeline,
             tx.clone(),

@@ -369,6 +369,10 @@ async fn client_errors_are_dropped_and_counted() {
     // Later lines go through; the rejected ones are not retried.
     append(&logs.join("x.log"), numbered("accepted", 0..2));
     recv.wait_for(2).await;
+    // A later batch is sent only once the previous answer was handled, so
+    // once it arrived the counters of the earlier ones are up to date.
+    append(&logs.join("x.log"), numbered("accepted", 2..3));
+    recv.wait_for(3).await;
     let metrics = reqwest::get(format!("http://{}/metrics", agent.addr))
         .await
         .unwrap()
@@ -385,7 +389,7 @@ async fn client_errors_are_dropped_and_counted() {
         "{metrics}"
     );
     agent.stop().await;
-    assert_exactly_once(&recv.lines(), &numbered("accepted", 0..2));
+    assert_exactly_once(&recv.lines(), &numbered("accepted", 0..3));
 }
 
 /// The static-file example of Promtail's documentation with the Apache
@@ -793,5 +797,69 @@ scrape_configs:
         entries[1].labels.contains(r#"logstream="stderr""#),
         "{}",
         entries[1].labels
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syslog_over_tcp_both_framings() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let recv = receiver(0, 500).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let yaml = format!(
+        r#"
+positions:
+  filename: {d}/positions.yaml
+clients:
+  - url: {url}
+    batchwait: 50ms
+scrape_configs:
+  - job_name: syslog
+    syslog:
+      listen_address: 127.0.0.1:{port}
+      idle_timeout: 60s
+      label_structured_data: yes
+      labels:
+        job: "syslog"
+      use_incoming_timestamp: true
+    relabel_configs:
+      - source_labels: ['__syslog_message_hostname']
+        target_label: 'host'
+      - source_labels: ['__syslog_message_severity']
+        target_label: 'level'
+      - source_labels: ['__syslog_message_sd_origin_ip']
+        target_label: 'origin'
+"#,
+        d = dir.path().display(),
+        url = recv.url
+    );
+    let agent = start_agent(Config::parse(Path::new("syslog.yaml"), &yaml).unwrap()).await;
+    let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let framed =
+        r#"<14>1 2024-01-02T03:04:05Z web1 app 42 - [origin ip="10.0.0.1"] counted message"#;
+    let mut data = format!("{} {framed}", framed.len());
+    data.push_str("<11>1 2024-01-02T03:04:06Z web2 app - - - line message\n");
+    socket.write_all(data.as_bytes()).await.unwrap();
+    socket.flush().await.unwrap();
+    recv.wait_for(2).await;
+    agent.stop().await;
+    let mut entries = recv.entries.lock().clone();
+    entries.sort_by_key(|e| e.ts);
+    assert_eq!(entries[0].line, "counted message");
+    assert_eq!(entries[0].ts, 1_704_164_645_000_000_000);
+    assert_eq!(
+        entries[0].labels,
+        r#"{host="web1", job="syslog", level="informational", origin="10.0.0.1"}"#
+    );
+    assert_eq!(entries[1].line, "line message");
+    assert_eq!(
+        entries[1].labels,
+        r#"{host="web2", job="syslog", level="error"}"#
     );
 }
