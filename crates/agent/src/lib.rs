@@ -60,10 +60,13 @@ pub enum Error {
 pub struct Options {
     /// Print entries to stdout instead of pushing; positions are not saved.
     pub dry_run: bool,
+    /// Print what every pipeline stage changes to stderr.
+    pub inspect: bool,
 }
 
 /// Starts the agent on the process's shared listener.
 pub async fn start(config: Config, options: Options, ctx: RoleContext) -> Result<Role, Error> {
+    let inspect = options.inspect;
     let ready = ctx.readiness.register("agent");
     let metrics = AgentMetrics::register(&ctx.metrics);
     let positions = Positions::load(
@@ -119,7 +122,8 @@ pub async fn start(config: Config, options: Options, ctx: RoleContext) -> Result
         let addr = push.listen_address();
         let listener = tokio::net::TcpListener::bind(addr).await?;
         tracing::info!(job = %sc.job_name, addr = %listener.local_addr()?, "loki_push_api listening");
-        let pipeline = Pipeline::new(&sc.pipeline_stages, &metrics.custom)?;
+        let mut pipeline = Pipeline::new(&sc.pipeline_stages, &metrics.custom)?;
+        pipeline.set_inspect(inspect);
         push_servers.push(tokio::spawn(push_api::serve(
             listener,
             push.clone(),
@@ -135,7 +139,8 @@ pub async fn start(config: Config, options: Options, ctx: RoleContext) -> Result
         };
         let listener = tokio::net::TcpListener::bind(syslog.listen_address.as_str()).await?;
         tracing::info!(job = %sc.job_name, addr = %listener.local_addr()?, "syslog listening");
-        let pipeline = Pipeline::new(&sc.pipeline_stages, &metrics.custom)?;
+        let mut pipeline = Pipeline::new(&sc.pipeline_stages, &metrics.custom)?;
+        pipeline.set_inspect(inspect);
         push_servers.push(tokio::spawn(syslog::serve(
             listener,
             syslog.clone(),
@@ -158,6 +163,7 @@ pub async fn start(config: Config, options: Options, ctx: RoleContext) -> Result
         stop.clone(),
         ready,
         sync_period,
+        inspect,
     ));
     let syncer = {
         let positions = positions.clone();
@@ -235,6 +241,7 @@ struct Running {
 
 /// Re-evaluates targets every `sync_period`, starting a tailer per new file
 /// and stopping the tailers of files gone for two periods.
+#[allow(clippy::too_many_arguments)]
 async fn manage(
     config: Config,
     positions: Positions,
@@ -243,6 +250,7 @@ async fn manage(
     stop: Shutdown,
     ready: ReadyFlag,
     sync_period: Duration,
+    inspect: bool,
 ) {
     let mut running: HashMap<String, Running> = HashMap::new();
     let custom = metrics.custom.clone();
@@ -284,13 +292,14 @@ async fn manage(
             let Some(sc) = config.scrape_configs.get(job) else {
                 continue;
             };
-            let pipeline = match Pipeline::new(&sc.pipeline_stages, &custom) {
+            let mut pipeline = match Pipeline::new(&sc.pipeline_stages, &custom) {
                 Ok(p) => p,
                 Err(err) => {
                     tracing::error!(job = %sc.job_name, %err, "invalid pipeline");
                     continue;
                 }
             };
+            pipeline.set_inspect(inspect);
             let tailer_stop = stop.child_token();
             let task = match want {
                 Want::File { labels, .. } => {

@@ -408,6 +408,7 @@ enum LineFilter {
 /// A compiled list of stages.
 pub struct Pipeline {
     stages: Vec<Stage>,
+    inspect: bool,
 }
 
 impl Pipeline {
@@ -426,12 +427,25 @@ impl Pipeline {
             .iter()
             .map(|c| build_stage(c, top, custom))
             .collect::<Result<_, _>>()?;
-        Ok(Self { stages })
+        Ok(Self {
+            stages,
+            inspect: false,
+        })
     }
 
     /// Runs `entry` through every stage, appending what comes out to `out`.
     pub fn process(&mut self, entry: Entry, out: &mut Vec<Entry>) {
-        run_from(&mut self.stages, 0, entry, out);
+        run_from(&mut self.stages, 0, entry, out, self.inspect);
+    }
+
+    /// `--inspect`: print what each stage changes to stderr.
+    pub fn set_inspect(&mut self, inspect: bool) {
+        self.inspect = inspect;
+        for stage in &mut self.stages {
+            if let Stage::Match { stages, .. } = stage {
+                stages.set_inspect(inspect);
+            }
+        }
     }
 
     /// The time until which a `limit` stage (without `drop`) asks reading
@@ -465,7 +479,7 @@ impl Pipeline {
                 _ => None,
             };
             if let Some(entry) = expired {
-                run_from(&mut self.stages, i + 1, entry, out);
+                run_from(&mut self.stages, i + 1, entry, out, self.inspect);
             }
         }
     }
@@ -722,7 +736,13 @@ fn parse_match_selector(selector: &str) -> Result<(Vec<Matcher>, Vec<LineFilter>
     Ok((matchers, filters))
 }
 
-fn run_from(stages: &mut [Stage], start: usize, mut entry: Entry, out: &mut Vec<Entry>) {
+fn run_from(
+    stages: &mut [Stage],
+    start: usize,
+    mut entry: Entry,
+    out: &mut Vec<Entry>,
+    inspect: bool,
+) {
     for i in start..stages.len() {
         match &mut stages[i] {
             Stage::Multiline(m) => {
@@ -730,7 +750,7 @@ fn run_from(stages: &mut [Stage], start: usize, mut entry: Entry, out: &mut Vec<
                 if m.firstline.is_match(&entry.line) || m.pending.is_none() {
                     let previous = m.pending.replace((entry, 1, now)).map(|(e, _, _)| e);
                     if let Some(previous) = previous {
-                        run_from(stages, i + 1, previous, out);
+                        run_from(stages, i + 1, previous, out, inspect);
                     }
                     return;
                 }
@@ -742,7 +762,7 @@ fn run_from(stages: &mut [Stage], start: usize, mut entry: Entry, out: &mut Vec<
                     if *count >= m.max_lines {
                         let full = m.pending.take().map(|(e, _, _)| e);
                         if let Some(full) = full {
-                            run_from(stages, i + 1, full, out);
+                            run_from(stages, i + 1, full, out, inspect);
                         }
                     }
                 }
@@ -761,19 +781,108 @@ fn run_from(stages: &mut [Stage], start: usize, mut entry: Entry, out: &mut Vec<
                     let mut produced = Vec::new();
                     nested.process(entry, &mut produced);
                     for e in produced {
-                        run_from(stages, i + 1, e, out);
+                        run_from(stages, i + 1, e, out, inspect);
                     }
                     return;
                 }
             }
             stage => {
-                if !apply(stage, &mut entry) {
+                let before = inspect.then(|| entry.clone());
+                let kept = apply(stage, &mut entry);
+                if let Some(before) = before {
+                    eprintln!(
+                        "{}",
+                        describe_changes(stage_name(stage), &before, &entry, kept)
+                    );
+                }
+                if !kept {
                     return;
                 }
             }
         }
     }
     out.push(entry);
+}
+
+fn stage_name(stage: &Stage) -> &'static str {
+    match stage {
+        Stage::Regex { .. } => "regex",
+        Stage::Json { .. } => "json",
+        Stage::Logfmt { .. } => "logfmt",
+        Stage::Replace { .. } => "replace",
+        Stage::Template { .. } => "template",
+        Stage::Labels(_) => "labels",
+        Stage::StructuredMetadata(_) => "structured_metadata",
+        Stage::StaticLabels(_) => "static_labels",
+        Stage::LabelDrop(_) => "labeldrop",
+        Stage::LabelAllow(_) => "labelallow",
+        Stage::Timestamp { .. } => "timestamp",
+        Stage::Output(_) => "output",
+        Stage::Tenant(_) => "tenant",
+        Stage::Match { .. } => "match",
+        Stage::Drop(_) => "drop",
+        Stage::Decolorize(_) => "decolorize",
+        Stage::Multiline(_) => "multiline",
+        Stage::Docker => "docker",
+        Stage::Cri { .. } => "cri",
+        Stage::Pack { .. } => "pack",
+        Stage::Sampling(_) => "sampling",
+        Stage::Limit(_) => "limit",
+        Stage::Metrics(_) => "metrics",
+    }
+}
+
+/// `--inspect` output: what a stage changed in an entry.
+pub fn describe_changes(stage: &str, before: &Entry, after: &Entry, kept: bool) -> String {
+    let mut out = format!("[inspect: {stage} stage]:");
+    let mut changed = false;
+    if !kept {
+        out.push_str("\n\tentry dropped");
+        return out;
+    }
+    for (k, v) in &after.extracted {
+        if before.extracted.get(k) != Some(v) {
+            out.push_str(&format!("\n\textracted[{k:?}]: {v:?}"));
+            changed = true;
+        }
+    }
+    let maps = [
+        ("labels", &before.labels, &after.labels),
+        (
+            "structured_metadata",
+            &before.structured_metadata,
+            &after.structured_metadata,
+        ),
+    ];
+    for (what, b, a) in maps {
+        if b != a {
+            out.push_str(&format!("\n\t{what}: {b:?} -> {a:?}"));
+            changed = true;
+        }
+    }
+    if before.line != after.line {
+        out.push_str(&format!("\n\tline: {:?} -> {:?}", before.line, after.line));
+        changed = true;
+    }
+    if before.timestamp != after.timestamp {
+        out.push_str(&format!(
+            "\n\ttimestamp: {} -> {}",
+            lucia_common::time::format_rfc3339_nanos(before.timestamp),
+            lucia_common::time::format_rfc3339_nanos(after.timestamp)
+        ));
+        changed = true;
+    }
+    if before.tenant != after.tenant {
+        out.push_str(&format!(
+            "\n\ttenant: {:?} -> {:?}",
+            before.tenant, after.tenant
+        ));
+        changed = true;
+    }
+    if !changed {
+        out.push_str(" none");
+    }
+    out
 }
 
 fn matches_entry(matchers: &[Matcher], filters: &[LineFilter], entry: &Entry) -> bool {
@@ -1524,6 +1633,20 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("bogus") && err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn inspect_describes_changes() {
+        let before = Entry::new(LabelMap::new(), 0, "a=1".to_string());
+        let mut after = before.clone();
+        after.extracted.insert("a".into(), "1".into());
+        after.labels.insert("a".into(), "1".into());
+        let text = describe_changes("logfmt", &before, &after, true);
+        assert!(text.starts_with("[inspect: logfmt stage]:"), "{text}");
+        assert!(text.contains(r#"extracted["a"]: "1""#), "{text}");
+        assert!(text.contains(r#"labels: {} -> {"a": "1"}"#), "{text}");
+        assert!(describe_changes("drop", &before, &before, false).contains("dropped"));
+        assert!(describe_changes("x", &before, &before, true).ends_with("none"));
     }
 
     #[test]

@@ -109,6 +109,9 @@ struct AgentArgs {
     /// Print processed entries to stdout instead of pushing them (positions are not saved)
     #[arg(long = "dry-run")]
     dry_run: bool,
+    /// Print what every pipeline stage changes to each entry to stderr
+    #[arg(long = "inspect")]
+    inspect: bool,
     /// Address of the HTTP listener [default: the config file's server block, or 0.0.0.0:9080]
     #[arg(long = "http.listen-address", value_name = "ADDR")]
     listen_address: Option<SocketAddr>,
@@ -219,6 +222,7 @@ fn run_agent(args: AgentArgs) -> anyhow::Result<std::process::ExitCode> {
     };
     let options = lucia_agent::Options {
         dry_run: args.dry_run,
+        inspect: args.inspect,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
