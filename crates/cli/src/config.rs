@@ -24,7 +24,6 @@ pub struct FileConfig {
     pub ruler: lucia_ruler::Config,
     pub alert_router: lucia_alert_router::Config,
     pub gateway: lucia_gateway::Config,
-    pub agent: lucia_agent::Config,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -47,8 +47,8 @@ enum Command {
     AlertRouter(RoleArgs),
     /// The front door for Grafana (not implemented yet: /ready and /metrics only)
     Gateway(RoleArgs),
-    /// Ship log files to Lucia (not implemented yet: /ready and /metrics only)
-    Agent(RoleArgs),
+    /// Ship log files to Lucia or Loki, configured by a Promtail configuration file
+    Agent(AgentArgs),
     /// Load generators for benchmarks
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -104,6 +104,50 @@ struct RoleArgs {
     auth_enabled: Option<bool>,
 }
 
+#[derive(Args, Clone)]
+struct AgentArgs {
+    /// Promtail configuration file
+    #[arg(long = "config.file", value_name = "FILE")]
+    config_file: PathBuf,
+    /// Replace ${VAR} and ${VAR:-default} in the config file with environment variables
+    #[arg(long = "config.expand-env")]
+    config_expand_env: bool,
+    /// Print processed entries to stdout instead of pushing them (positions are not saved)
+    #[arg(long = "dry-run")]
+    dry_run: bool,
+    /// Print what every pipeline stage changes to each entry to stderr
+    #[arg(long = "inspect")]
+    inspect: bool,
+    /// Address of the HTTP listener [default: the config file's server block, or 0.0.0.0:9080]
+    #[arg(long = "http.listen-address", value_name = "ADDR")]
+    listen_address: Option<SocketAddr>,
+    /// Port of the HTTP listener (Promtail's flag)
+    #[arg(long = "server.http-listen-port", value_name = "PORT")]
+    listen_port: Option<u16>,
+    /// Log level: error, warn, info, debug or trace
+    #[arg(long = "log.level", default_value = "info", value_name = "LEVEL")]
+    log_level: String,
+    /// Log format: text or json
+    #[arg(long = "log.format", default_value = "text", value_name = "FORMAT")]
+    log_format: LogFormat,
+}
+
+/// Promtail's flags have one dash (`-config.file=x`, `-dry-run`); clap wants
+/// two. Rewrites them for `lucia agent` so Promtail command lines work.
+fn promtail_style_args(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    if args.get(1).and_then(|a| a.to_str()) != Some("agent") {
+        return args;
+    }
+    args.into_iter()
+        .map(|arg| match arg.to_str() {
+            Some(s) if s.starts_with('-') && !s.starts_with("--") && s.len() > 2 => {
+                format!("-{s}").into()
+            }
+            _ => arg,
+        })
+        .collect()
+}
+
 fn main() -> std::process::ExitCode {
     match real_main() {
         Ok(code) => code,
@@ -116,7 +160,10 @@ fn main() -> std::process::ExitCode {
 }
 
 fn real_main() -> anyhow::Result<std::process::ExitCode> {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(promtail_style_args(std::env::args_os().collect()));
+    if let Command::Agent(args) = &cli.command {
+        return run_agent(args.clone());
+    }
     if let Command::Bench(BenchCommand::Push(args)) = cli.command {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -144,8 +191,9 @@ fn real_main() -> anyhow::Result<std::process::ExitCode> {
         Command::Ruler(a) => ("ruler", a),
         Command::AlertRouter(a) => ("alert-router", a),
         Command::Gateway(a) => ("gateway", a),
-        Command::Agent(a) => ("agent", a),
-        Command::Bench(_) | Command::Test(_) => unreachable!("handled above"),
+        Command::Agent(_) | Command::Bench(_) | Command::Test(_) => {
+            unreachable!("handled above")
+        }
     };
     let file = match &args.config_file {
         Some(path) => FileConfig::load(path, args.config_expand_env)?,
@@ -160,6 +208,43 @@ fn real_main() -> anyhow::Result<std::process::ExitCode> {
             telemetry::init(&format!("lucia-{role}"), &args.log_level, args.log_format)
                 .map_err(anyhow::Error::msg)?;
         run(role, args.clone(), file).await
+    })?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// `lucia agent --config.file promtail.yaml`: the Promtail-compatible
+/// shipper, configured by a Promtail file rather than Lucia's.
+fn run_agent(args: AgentArgs) -> anyhow::Result<std::process::ExitCode> {
+    let config = lucia_agent::Config::load(&args.config_file, args.config_expand_env)?;
+    let mut listen_address = args
+        .listen_address
+        .or_else(|| config.listen_address())
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 9080)));
+    if let Some(port) = args.listen_port {
+        listen_address.set_port(port);
+    }
+    let process = ProcessConfig {
+        listen_address,
+        data_dir: PathBuf::from("."),
+        multi_tenant: false,
+        consul: None,
+    };
+    let options = lucia_agent::Options {
+        dry_run: args.dry_run,
+        inspect: args.inspect,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let _telemetry = telemetry::init("lucia-agent", &args.log_level, args.log_format)
+            .map_err(anyhow::Error::msg)?;
+        let shutdown = Shutdown::new();
+        server::cancel_on_signals(shutdown.clone());
+        tracing::info!(version = env!("CARGO_PKG_VERSION"), "starting lucia agent");
+        lucia_agent::run(config, options, process, shutdown).await?;
+        Ok::<_, anyhow::Error>(())
     })?;
     Ok(std::process::ExitCode::SUCCESS)
 }
@@ -244,7 +329,6 @@ async fn run(role: &str, args: RoleArgs, file: FileConfig) -> anyhow::Result<()>
         "ruler" => Ok(lucia_ruler::run(file.ruler, process, shutdown).await?),
         "alert-router" => Ok(lucia_alert_router::run(file.alert_router, process, shutdown).await?),
         "gateway" => Ok(lucia_gateway::run(file.gateway, process, shutdown).await?),
-        "agent" => Ok(lucia_agent::run(file.agent, process, shutdown).await?),
         other => anyhow::bail!("unknown role {other}"),
     }
 }

@@ -1,6 +1,7 @@
 //! Tests that run the `lucia` binary as a real process: crash safety under
 //! SIGKILL. One test binary for the cli crate.
 
+mod agent;
 mod cluster;
 mod crash;
 mod harness;

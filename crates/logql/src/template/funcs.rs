@@ -857,7 +857,8 @@ pub fn format_go_layout(layout: &str, ns: i64, off: i32) -> String {
     out
 }
 
-fn parse_go_layout(layout: &str, value: &str) -> Option<i64> {
+/// Parses `value` with a Go time layout (`2006-01-02 15:04:05`), to nanoseconds.
+pub fn parse_go_layout(layout: &str, value: &str) -> Option<i64> {
     let fmt = layout_to_strftime(layout).replace("%-", "%");
     if let Ok(dt) = DateTime::parse_from_str(value, &fmt) {
         return dt.timestamp_nanos_opt();

@@ -8,7 +8,7 @@ mod parse;
 
 use std::fmt;
 
-pub use funcs::format_go_float;
+pub use funcs::{format_go_float, parse_go_layout};
 use parse::{Node, Operand, Pipe};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
