@@ -184,7 +184,7 @@ impl Block {
             max_ts: entries.last().map_or(0, |e| e.ts),
             count: entries.len() as u32,
             raw_len: raw.len() as u32,
-            data: Bytes::from(data),
+            data,
         })
     }
 
@@ -243,35 +243,58 @@ impl Block {
     }
 }
 
-fn compress(raw: &[u8], encoding: ChunkEncoding, zstd_level: i32) -> Result<Vec<u8>, ChunkError> {
+fn compress(raw: &[u8], encoding: ChunkEncoding, zstd_level: i32) -> Result<Bytes, ChunkError> {
     match encoding {
-        ChunkEncoding::None => Ok(raw.to_vec()),
+        ChunkEncoding::None => Ok(Bytes::copy_from_slice(raw)),
         ChunkEncoding::Snappy => snap::raw::Encoder::new()
             .compress_vec(raw)
+            .map(Bytes::from)
             .map_err(|e| ChunkError::Compress(e.to_string())),
         ChunkEncoding::Zstd => ZSTD_COMPRESSOR.with(|slot| {
             let mut slot = slot.borrow_mut();
-            if slot.as_ref().is_none_or(|(level, _)| *level != zstd_level) {
-                let compressor = zstd::bulk::Compressor::new(zstd_level)
-                    .map_err(|e| ChunkError::Compress(e.to_string()))?;
-                *slot = Some((zstd_level, compressor));
+            let ZstdSlot {
+                level,
+                compressor,
+                out,
+            } = &mut *slot;
+            if compressor.is_none() || *level != zstd_level {
+                *compressor = Some(zstd_compressor(zstd_level)?);
+                *level = zstd_level;
             }
-            match slot.as_mut() {
-                Some((_, compressor)) => compressor
-                    .compress(raw)
-                    .map_err(|e| ChunkError::Compress(e.to_string())),
-                None => Err(ChunkError::Compress("no zstd context".to_string())),
-            }
+            let Some(compressor) = compressor.as_mut() else {
+                return Err(ChunkError::Compress("no zstd context".to_string()));
+            };
+            out.clear();
+            out.reserve(zstd::zstd_safe::compress_bound(raw.len()));
+            compressor
+                .compress_to_buffer(raw, out)
+                .map_err(|e| ChunkError::Compress(e.to_string()))?;
+            // An exact-size copy: the block lives as long as its chunk, and
+            // the output buffer has room for incompressible input (more
+            // than the raw block).
+            Ok(Bytes::copy_from_slice(out))
         }),
     }
+}
+
+fn zstd_compressor(level: i32) -> Result<zstd::bulk::Compressor<'static>, ChunkError> {
+    zstd::bulk::Compressor::new(level).map_err(|e| ChunkError::Compress(e.to_string()))
+}
+
+/// A thread's zstd context and output buffer, both reused.
+#[derive(Default)]
+struct ZstdSlot {
+    level: i32,
+    compressor: Option<zstd::bulk::Compressor<'static>>,
+    out: Vec<u8>,
 }
 
 thread_local! {
     /// One zstd context per thread, reused: creating one per block made the
     /// kernel zero fresh pages for its tables every time (a quarter of the
     /// push path's CPU in the profile).
-    static ZSTD_COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
-        const { std::cell::RefCell::new(None) };
+    static ZSTD_COMPRESSOR: std::cell::RefCell<ZstdSlot> =
+        std::cell::RefCell::new(ZstdSlot::default());
 }
 
 fn decompress(data: &[u8], encoding: ChunkEncoding, raw_len: usize) -> Result<Vec<u8>, ChunkError> {
