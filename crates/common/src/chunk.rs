@@ -277,8 +277,23 @@ fn compress(raw: &[u8], encoding: ChunkEncoding, zstd_level: i32) -> Result<Byte
     }
 }
 
+/// Smallest match zstd looks for at the levels that search (3 to 15).
+/// Their defaults (3 or 4 bytes) find many short matches in log text that
+/// cost more to encode than the literals: on genlogs' mixed logs in 256 KiB
+/// blocks, 6 makes level 9 5.29x instead of 4.90x at the same speed, and
+/// level 6 4.98x at 1.4 times the speed of level 9 (`zstd -b`). Levels 1
+/// and 2 already use 6; levels 16 and up (optimal parsing) keep theirs.
+const ZSTD_MIN_MATCH: u32 = 6;
+
 fn zstd_compressor(level: i32) -> Result<zstd::bulk::Compressor<'static>, ChunkError> {
-    zstd::bulk::Compressor::new(level).map_err(|e| ChunkError::Compress(e.to_string()))
+    let mut compressor =
+        zstd::bulk::Compressor::new(level).map_err(|e| ChunkError::Compress(e.to_string()))?;
+    if (3..=15).contains(&level) {
+        compressor
+            .set_parameter(zstd::zstd_safe::CParameter::MinMatch(ZSTD_MIN_MATCH))
+            .map_err(|e| ChunkError::Compress(e.to_string()))?;
+    }
+    Ok(compressor)
 }
 
 /// A thread's zstd context and output buffer, both reused.
