@@ -7,6 +7,8 @@ use lucia_common::labels::Labels;
 
 use lucia_common::chunk::{Block, ChunkEncoding, ChunkError, Entry};
 
+use crate::wal::RecordBuilder;
+
 /// The chunk parameters of [`crate::ingester::Config`] in nanoseconds.
 #[derive(Debug, Clone, Copy)]
 pub struct ChunkParams {
@@ -114,8 +116,6 @@ pub struct TooFarBehind {
 /// What [`Stream::append`] did with a batch.
 #[derive(Debug, Default)]
 pub struct Appended {
-    /// Copies of the accepted entries, when asked for (for the WAL).
-    pub accepted: Vec<Entry>,
     pub accepted_count: usize,
     pub duplicates: usize,
     pub too_far_behind: Vec<TooFarBehind>,
@@ -161,15 +161,16 @@ impl Stream {
 
     /// Appends entries. With `check_window`, entries older than the
     /// out-of-order window behind the newest entry are rejected (replay skips
-    /// the check: what is in the WAL was accepted once). `next_id` gives ids
-    /// to chunks cut here.
+    /// the check: what is in the WAL was accepted once). Accepted entries
+    /// are added to `wal`, when given. `next_id` gives ids to chunks cut
+    /// here.
     pub fn append(
         &mut self,
         entries: Vec<Entry>,
         params: &ChunkParams,
         now: i64,
         check_window: bool,
-        keep_copies: bool,
+        mut wal: Option<&mut RecordBuilder>,
         next_id: &mut dyn FnMut() -> u64,
     ) -> Result<Appended, ChunkError> {
         let mut out = Appended::default();
@@ -189,8 +190,8 @@ impl Stream {
                 continue;
             }
             self.newest_ts = self.newest_ts.max(entry.ts);
-            if keep_copies {
-                out.accepted.push(entry.clone());
+            if let Some(wal) = wal.as_deref_mut() {
+                wal.entry(&entry);
             }
             out.accepted_count += 1;
             self.open.head_size += entry.size();
@@ -300,12 +301,35 @@ mod tests {
     }
 
     fn append(s: &mut Stream, entries: Vec<Entry>) -> Appended {
+        append_logged(s, entries).0
+    }
+
+    /// Appends, returning the entries the WAL record got.
+    fn append_logged(s: &mut Stream, entries: Vec<Entry>) -> (Appended, Vec<Entry>) {
+        use prost::Message as _;
         let mut id = 1;
-        s.append(entries, &params(), 0, true, true, &mut || {
-            id += 1;
-            id
-        })
-        .unwrap()
+        let mut wal = RecordBuilder::new("t");
+        let out = s
+            .append(entries, &params(), 0, true, Some(&mut wal), &mut || {
+                id += 1;
+                id
+            })
+            .unwrap();
+        wal.end_stream("{}");
+        let record = crate::wal::WalRecord::decode(wal.finish().as_slice()).unwrap();
+        let logged = record
+            .streams
+            .into_iter()
+            .flat_map(|s| s.entries)
+            .map(|e| Entry {
+                ts: e
+                    .timestamp
+                    .map_or(0, |t| t.seconds * SEC + i64::from(t.nanos)),
+                line: e.line,
+                metadata: vec![],
+            })
+            .collect();
+        (out, logged)
     }
 
     #[test]
@@ -319,7 +343,7 @@ mod tests {
         assert_eq!(out.accepted_count, 2);
         assert!(out.too_far_behind.is_empty());
 
-        let out = append(
+        let (out, logged) = append_logged(
             &mut s,
             vec![
                 entry(base - 3601 * SEC, "too late"),
@@ -332,7 +356,7 @@ mod tests {
             out.accepted_count, 1,
             "only the new line at the same timestamp"
         );
-        assert_eq!(out.accepted, vec![entry(base, "b")]);
+        assert_eq!(logged, vec![entry(base, "b")]);
         assert_eq!(out.duplicates, 2);
         assert_eq!(
             out.too_far_behind,
