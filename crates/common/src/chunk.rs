@@ -28,7 +28,7 @@ pub enum ChunkEncoding {
 
 /// Default zstd level of blocks. On genlogs' mixed logs in 256 KiB blocks:
 /// level 3 gives 4.7x, 9 gives 5.4x at ~70 MB/s per core, 12 gives 5.6x at
-/// half that speed (before [`ZSTD_MIN_MATCH`], which adds 2-8% to the
+/// half that speed (before `ZSTD_MIN_MATCH`, which adds 2-8% to the
 /// ratio of levels 3 to 15). `ingester.chunk_compression_level` overrides
 /// it.
 pub const DEFAULT_ZSTD_LEVEL: i32 = 9;
