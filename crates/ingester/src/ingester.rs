@@ -39,8 +39,8 @@ use tonic::{Request, Response, Status};
 use crate::limits::LimitsConfig;
 use crate::stream::{Appended, Chunk, ChunkParams, Stream};
 use crate::wal::{
-    CheckpointBlock, CheckpointChunk, CheckpointStream, Wal, WalConfig, WalError, WalMetrics,
-    WalRecord,
+    CheckpointBlock, CheckpointChunk, CheckpointStream, RecordBuilder, Wal, WalConfig, WalError,
+    WalMetrics, WalRecord,
 };
 pub use lucia_common::chunk::ChunkEncoding;
 use lucia_common::chunk::{Block, ChunkData, ChunkError, Entry};
@@ -369,21 +369,18 @@ impl Ingester {
         entries: Vec<Entry>,
         now: i64,
         check_window: bool,
-        keep_copies: bool,
+        wal: Option<&mut RecordBuilder>,
         limit: Option<usize>,
     ) -> Result<Result<Appended, StreamLimitHit>, ApiError> {
-        let append = |stream: &StreamRef, entries| {
-            stream.lock().append(
-                entries,
-                &self.params,
-                now,
-                check_window,
-                keep_copies,
-                &mut || self.next_id(),
-            )
+        let append = |stream: &StreamRef, entries, wal| {
+            stream
+                .lock()
+                .append(entries, &self.params, now, check_window, wal, &mut || {
+                    self.next_id()
+                })
         };
         if let Some(stream) = tenant.streams.read().get(labels) {
-            return Ok(Ok(append(stream, entries)?));
+            return Ok(Ok(append(stream, entries, wal)?));
         }
         let parsed = Labels::parse(labels).map_err(|source| ApiError::Labels {
             labels: labels.to_string(),
@@ -393,7 +390,7 @@ impl Ingester {
         // flush never sees (and drops) the new stream empty.
         let mut map = tenant.streams.write();
         if let Some(stream) = map.get(labels) {
-            return Ok(Ok(append(stream, entries)?));
+            return Ok(Ok(append(stream, entries, wal)?));
         }
         if let Some(limit) = limit
             && map.len() >= limit
@@ -407,7 +404,7 @@ impl Ingester {
             self.next_id(),
             now,
         )));
-        let appended = append(&stream, entries)?;
+        let appended = append(&stream, entries, wal)?;
         map.insert(key, stream);
         self.metrics.streams.inc();
         Ok(Ok(appended))
@@ -418,10 +415,8 @@ impl Ingester {
         let now = now_nanos();
         let guard = self.checkpoint_lock.read().await;
         let tenant = self.tenant(tenant_id);
-        let mut record = WalRecord {
-            tenant: tenant_id.to_string(),
-            streams: Vec::new(),
-        };
+        // The WAL record is encoded as the entries are accepted.
+        let mut record = self.wal.as_ref().map(|_| RecordBuilder::new(tenant_id));
         let mut too_old = Vec::new();
         let mut over_limit: Vec<(String, usize, usize)> = Vec::new();
         for stream in request.streams {
@@ -434,7 +429,7 @@ impl Ingester {
                 entries,
                 now,
                 true,
-                self.wal.is_some(),
+                record.as_mut(),
                 limit,
             )? {
                 Ok(appended) => appended,
@@ -460,20 +455,14 @@ impl Ingester {
                     stream.labels,
                 ));
             }
-            if !appended.accepted.is_empty() {
-                record.streams.push(StreamAdapter {
-                    labels: stream.labels,
-                    entries: appended
-                        .accepted
-                        .into_iter()
-                        .map(adapter_from_entry)
-                        .collect(),
-                    hash: 0,
-                });
+            if let Some(record) = record.as_mut() {
+                record.end_stream(&stream.labels);
             }
         }
-        let ack = match &self.wal {
-            Some(wal) if !record.streams.is_empty() => Some(wal.append(&record)),
+        let ack = match (&self.wal, record) {
+            (Some(wal), Some(record)) if !record.is_empty() => {
+                Some(wal.append_encoded(record.finish()))
+            }
             _ => None,
         };
         drop(guard);
@@ -789,7 +778,7 @@ impl Ingester {
         for stream in record.streams {
             let entries = stream.entries.into_iter().map(entry_from_adapter).collect();
             // What is in the WAL was accepted once: no window, no limit.
-            match self.append(&tenant, &stream.labels, entries, now, false, false, None) {
+            match self.append(&tenant, &stream.labels, entries, now, false, None, None) {
                 Ok(Ok(_)) => {}
                 Ok(Err(_)) => {}
                 Err(err) => return Err(err.to_string()),

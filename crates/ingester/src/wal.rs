@@ -24,10 +24,12 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
+use lucia_common::chunk::Entry;
 use lucia_common::duration::ConfigDuration;
 use lucia_proto::logproto::{EntryAdapter, StreamAdapter};
 use prometheus_client::metrics::counter::Counter;
 use prost::Message as _;
+use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
 
@@ -73,6 +75,108 @@ pub struct WalRecord {
     pub tenant: String,
     #[prost(message, repeated, tag = "2")]
     pub streams: Vec<StreamAdapter>,
+}
+
+/// A [`WalRecord`] encoded while the push is applied, straight from the
+/// accepted entries: no copy of an entry is made for the WAL. The bytes
+/// are exactly a `WalRecord` (replay decodes them as one).
+pub struct RecordBuilder {
+    buf: Vec<u8>,
+    /// The current stream's encoded entries.
+    entries: Vec<u8>,
+    streams: usize,
+}
+
+fn len_field_len(len: usize) -> usize {
+    1 + encoded_len_varint(len as u64) + len
+}
+
+fn put_len_field(out: &mut Vec<u8>, tag: u32, bytes: &[u8]) {
+    encode_key(tag, WireType::LengthDelimited, out);
+    encode_varint(bytes.len() as u64, out);
+    out.extend_from_slice(bytes);
+}
+
+impl RecordBuilder {
+    pub fn new(tenant: &str) -> Self {
+        let mut buf = Vec::new();
+        if !tenant.is_empty() {
+            put_len_field(&mut buf, 1, tenant.as_bytes());
+        }
+        Self {
+            buf,
+            entries: Vec::new(),
+            streams: 0,
+        }
+    }
+
+    /// Adds an accepted entry to the current stream.
+    pub fn entry(&mut self, entry: &Entry) {
+        let seconds = entry.ts.div_euclid(1_000_000_000);
+        let nanos = entry.ts.rem_euclid(1_000_000_000);
+        let mut ts_len = 0;
+        if seconds != 0 {
+            ts_len += 1 + encoded_len_varint(seconds as u64);
+        }
+        if nanos != 0 {
+            ts_len += 1 + encoded_len_varint(nanos as u64);
+        }
+        let pair_len = |(name, value): &(String, String)| {
+            len_field_len(name.len()) + len_field_len(value.len())
+        };
+        let len = len_field_len(ts_len)
+            + len_field_len(entry.line.len())
+            + entry
+                .metadata
+                .iter()
+                .map(|pair| len_field_len(pair_len(pair)))
+                .sum::<usize>();
+        let out = &mut self.entries;
+        out.reserve(len_field_len(len));
+        encode_key(2, WireType::LengthDelimited, out);
+        encode_varint(len as u64, out);
+        encode_key(1, WireType::LengthDelimited, out);
+        encode_varint(ts_len as u64, out);
+        if seconds != 0 {
+            encode_key(1, WireType::Varint, out);
+            encode_varint(seconds as u64, out);
+        }
+        if nanos != 0 {
+            encode_key(2, WireType::Varint, out);
+            encode_varint(nanos as u64, out);
+        }
+        put_len_field(out, 2, entry.line.as_bytes());
+        for pair in &entry.metadata {
+            encode_key(3, WireType::LengthDelimited, out);
+            encode_varint(pair_len(pair) as u64, out);
+            put_len_field(out, 1, pair.0.as_bytes());
+            put_len_field(out, 2, pair.1.as_bytes());
+        }
+    }
+
+    /// Ends the current stream, if it got entries.
+    pub fn end_stream(&mut self, labels: &str) {
+        if self.entries.is_empty() {
+            return;
+        }
+        let len = len_field_len(labels.len()) + self.entries.len();
+        encode_key(2, WireType::LengthDelimited, &mut self.buf);
+        encode_varint(len as u64, &mut self.buf);
+        put_len_field(&mut self.buf, 1, labels.as_bytes());
+        self.buf.extend_from_slice(&self.entries);
+        self.entries.clear();
+        self.streams += 1;
+    }
+
+    /// Whether no stream got entries.
+    pub fn is_empty(&self) -> bool {
+        self.streams == 0
+    }
+
+    /// The encoded record.
+    pub fn finish(self) -> Vec<u8> {
+        self.buf
+    }
 }
 
 /// One stream in a checkpoint.
@@ -415,11 +519,17 @@ impl Wal {
     }
 
     /// Queues a record; the returned ack resolves once it is durable.
+    #[cfg(test)]
     pub fn append(&self, record: &WalRecord) -> Ack {
+        self.append_encoded(record.encode_to_vec())
+    }
+
+    /// Queues an encoded [`WalRecord`] (from a [`RecordBuilder`]).
+    pub fn append_encoded(&self, record: Vec<u8>) -> Ack {
         let (tx, rx) = oneshot::channel();
         // Once closed, `tx` is dropped here, so the ack reports `Closed`.
         if let Some(sender) = self.tx.lock().as_ref() {
-            let _ = sender.send(Command::Append(record.encode_to_vec(), tx));
+            let _ = sender.send(Command::Append(record, tx));
         }
         Ack(rx)
     }
@@ -614,6 +724,73 @@ mod tests {
         let (_, recs, r) = replay_all(dir.path());
         assert_eq!(recs.len(), 49, "replay after truncation is stable");
         assert!(!r.truncated);
+    }
+
+    #[test]
+    fn record_builder_encodes_a_wal_record() {
+        let entries = [
+            Entry {
+                ts: 1_700_000_000_123_456_789,
+                line: "level=info hello".into(),
+                metadata: vec![("detected_level".into(), "info".into())],
+            },
+            Entry {
+                ts: -1_500_000_001,
+                line: String::new(),
+                metadata: vec![(String::new(), "x".into())],
+            },
+            Entry {
+                ts: 0,
+                line: "epoch".into(),
+                metadata: vec![],
+            },
+        ];
+        let mut builder = RecordBuilder::new("tenant-1");
+        builder.end_stream("{empty=\"stream\"}");
+        assert!(builder.is_empty());
+        for e in &entries[..2] {
+            builder.entry(e);
+        }
+        builder.end_stream(r#"{app="a"}"#);
+        builder.entry(&entries[2]);
+        builder.end_stream(r#"{app="b"}"#);
+        assert!(!builder.is_empty());
+        let decoded = WalRecord::decode(builder.finish().as_slice()).unwrap();
+        let adapter = |e: &Entry| EntryAdapter {
+            timestamp: Some(Timestamp {
+                seconds: e.ts.div_euclid(1_000_000_000),
+                nanos: e.ts.rem_euclid(1_000_000_000) as i32,
+            }),
+            line: e.line.clone(),
+            structured_metadata: e
+                .metadata
+                .iter()
+                .map(|(name, value)| lucia_proto::logproto::LabelPairAdapter {
+                    name: name.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
+        };
+        let expected = WalRecord {
+            tenant: "tenant-1".into(),
+            streams: vec![
+                StreamAdapter {
+                    labels: r#"{app="a"}"#.into(),
+                    entries: entries[..2].iter().map(adapter).collect(),
+                    hash: 0,
+                },
+                StreamAdapter {
+                    labels: r#"{app="b"}"#.into(),
+                    entries: vec![adapter(&entries[2])],
+                    hash: 0,
+                },
+            ],
+        };
+        assert_eq!(decoded, expected);
+        assert_eq!(
+            RecordBuilder::new("").finish(),
+            WalRecord::default().encode_to_vec()
+        );
     }
 
     #[tokio::test]
