@@ -29,6 +29,19 @@ fn file_id(meta: &std::fs::Metadata) -> FileId {
 
 const READ_BUFFER: usize = 64 * 1024;
 
+/// A budget of read buffers shared by an agent's tailers: a tailer holds one
+/// share from reading a chunk until its entries are queued.
+#[derive(Clone)]
+pub struct ReadBudget(Arc<tokio::sync::Semaphore>);
+
+impl ReadBudget {
+    pub fn new(bytes: usize) -> Self {
+        Self(Arc::new(tokio::sync::Semaphore::new(
+            (bytes / READ_BUFFER).max(1),
+        )))
+    }
+}
+
 /// `limits_config` as applied to each line read.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LineLimits {
@@ -52,12 +65,14 @@ pub struct Tailer {
     partial: Vec<u8>,
     buf: Vec<u8>,
     out: Vec<Entry>,
+    read_budget: ReadBudget,
 }
 
 /// Why a read loop stopped early.
 struct Closed;
 
 impl Tailer {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         path: &str,
         labels: LabelMap,
@@ -66,6 +81,7 @@ impl Tailer {
         positions: Positions,
         metrics: AgentMetrics,
         limits: LineLimits,
+        read_budget: ReadBudget,
     ) -> Self {
         Self {
             path: Arc::from(path),
@@ -81,6 +97,7 @@ impl Tailer {
             partial: Vec::new(),
             buf: vec![0; READ_BUFFER],
             out: Vec::new(),
+            read_budget,
         }
     }
 
@@ -209,6 +226,10 @@ impl Tailer {
 
     async fn read_available(&mut self) -> Result<(), Closed> {
         loop {
+            // Held until this chunk's entries are queued (or the loop ends).
+            let Ok(_share) = self.read_budget.0.clone().acquire_owned().await else {
+                return Err(Closed);
+            };
             let Some(file) = &mut self.file else {
                 return Ok(());
             };
@@ -286,11 +307,7 @@ impl Tailer {
 }
 
 fn memchr_iter(bytes: &[u8]) -> impl Iterator<Item = usize> + '_ {
-    bytes
-        .iter()
-        .enumerate()
-        .filter(|(_, b)| **b == b'\n')
-        .map(|(i, _)| i)
+    memchr::memchr_iter(b'\n', bytes)
 }
 
 /// A file in `path`'s directory with the given device and inode.
