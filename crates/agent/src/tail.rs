@@ -109,6 +109,11 @@ impl Tailer {
     }
 
     async fn run_inner(&mut self, stop: Shutdown, poll: Duration) -> Result<(), Closed> {
+        if self.path.ends_with(".gz") {
+            self.read_compressed().await?;
+            stop.cancelled().await;
+            return Ok(());
+        }
         self.open_initial().await?;
         loop {
             self.read_available().await?;
@@ -215,6 +220,57 @@ impl Tailer {
     }
 
     /// A rotated file will not grow: its unterminated last line is a line.
+    /// A gzip-compressed file (`*.gz`, a rotated log) never grows: it is
+    /// decompressed once, in memory, and its position counts decompressed
+    /// bytes, so a restart resumes after the last acknowledged line.
+    async fn read_compressed(&mut self) -> Result<(), Closed> {
+        let path = std::path::PathBuf::from(&*self.path);
+        self.id = std::fs::metadata(&path).ok().map(|m| file_id(&m));
+        let resume = self.positions.get(&self.path).map_or(0, |p| p.offset);
+        let decoded = tokio::task::spawn_blocking(move || {
+            use std::io::Read as _;
+            let file = std::fs::File::open(&path)?;
+            let mut out = Vec::new();
+            flate2::read::MultiGzDecoder::new(std::io::BufReader::new(file))
+                .read_to_end(&mut out)?;
+            Ok::<_, std::io::Error>(out)
+        })
+        .await;
+        let data = match decoded {
+            Ok(Ok(data)) => data,
+            Ok(Err(err)) => {
+                tracing::warn!(path = %self.path, %err, "cannot decompress gzip file");
+                return Ok(());
+            }
+            Err(err) => {
+                tracing::warn!(path = %self.path, %err, "decompression task failed");
+                return Ok(());
+            }
+        };
+        self.metrics.read_bytes(&self.path, data.len() as u64);
+        let base = usize::try_from(resume)
+            .unwrap_or(usize::MAX)
+            .min(data.len());
+        let mut line_start = base;
+        let mut lines = 0u64;
+        for i in memchr_iter(&data[base..]) {
+            let end = base + i;
+            self.emit_line(&data[line_start..end], (end + 1) as u64);
+            line_start = end + 1;
+            lines += 1;
+            if self.out.len() >= 1024 {
+                self.send_out().await?;
+            }
+        }
+        if line_start < data.len() {
+            self.emit_line(&data[line_start..], data.len() as u64);
+            lines += 1;
+        }
+        self.metrics.read_lines(&self.path, lines);
+        self.offset = data.len() as u64;
+        self.send_out().await
+    }
+
     async fn finish_partial(&mut self) -> Result<(), Closed> {
         if !self.partial.is_empty() {
             let line = std::mem::take(&mut self.partial);

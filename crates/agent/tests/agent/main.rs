@@ -863,3 +863,54 @@ scrape_configs:
         r#"{host="web2", job="syslog", level="error"}"#
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_rotated_files_are_shipped_once() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let logs = logs_dir(dir.path());
+    let recv = receiver(0, 500).await;
+    let write_gz = |name: &str, lines: &[String]| {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        for line in lines {
+            writeln!(gz, "{line}").unwrap();
+        }
+        std::fs::write(logs.join(name), gz.finish().unwrap()).unwrap();
+    };
+    let mut expected = numbered("gz", 0..300);
+    write_gz("old.log.1.gz", &expected);
+    let yaml = format!(
+        r#"
+positions:
+  filename: {dir}/positions.yaml
+  sync_period: 100ms
+target_config:
+  sync_period: 100ms
+clients:
+  - url: {url}
+    batchwait: 50ms
+scrape_configs:
+  - job_name: rotated
+    static_configs:
+      - targets: [localhost]
+        labels:
+          job: test
+          __path__: {dir}/logs/**/*.gz
+"#,
+        dir = dir.path().display(),
+        url = recv.url
+    );
+    let config = Config::parse(Path::new("gz.yaml"), &yaml).unwrap();
+    let agent = start_agent(config.clone()).await;
+    recv.wait_for(expected.len()).await;
+    agent.stop().await;
+    // A restart finds the first file fully shipped (nothing is sent again)
+    // and ships the one rotated meanwhile.
+    let newer = numbered("gz2", 0..50);
+    write_gz("old.log.2.gz", &newer);
+    expected.extend(newer);
+    let agent = start_agent(config).await;
+    recv.wait_for(expected.len()).await;
+    agent.stop().await;
+    assert_exactly_once(&recv.lines(), &expected);
+}
