@@ -10,7 +10,7 @@ use lucia_common::labels::write_quoted;
 use lucia_common::matchers::Matcher;
 
 use crate::ast::*;
-use crate::parser::{binary_op_str, binary_precedence, range_op_name, vector_op_name};
+use crate::parser::{binary_op_str, binary_precedence};
 
 /// Lines longer than this are broken up by [`format_query`].
 const MAX_LINE: usize = 100;
@@ -360,13 +360,13 @@ impl Display for LogRange {
 
 impl Display for RangeOp {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
-        f.write_str(range_op_name(*self))
+        f.write_str(self.as_str())
     }
 }
 
 impl Display for VectorOp {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
-        f.write_str(vector_op_name(*self))
+        f.write_str(self.as_str())
     }
 }
 
@@ -545,7 +545,7 @@ fn pretty_metric(out: &mut String, expr: &MetricExpr, level: usize) {
     }
     match expr {
         MetricExpr::Range(r) => {
-            out.push_str(range_op_name(r.op));
+            out.push_str(r.op.as_str());
             out.push_str("(\n");
             pad(out, level + 1);
             if let Some(p) = r.param {
@@ -562,7 +562,7 @@ fn pretty_metric(out: &mut String, expr: &MetricExpr, level: usize) {
             }
         }
         MetricExpr::Vector(v) => {
-            out.push_str(vector_op_name(v.op));
+            out.push_str(v.op.as_str());
             if let Some(g) = &v.grouping {
                 out.push_str(&format!(" {g} "));
             }

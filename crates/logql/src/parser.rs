@@ -174,23 +174,26 @@ pub(crate) fn binary_precedence(op: BinaryOp) -> u8 {
     }
 }
 
-pub(crate) fn range_op_name(op: RangeOp) -> &'static str {
-    match op {
-        RangeOp::CountOverTime => "count_over_time",
-        RangeOp::Rate => "rate",
-        RangeOp::RateCounter => "rate_counter",
-        RangeOp::BytesOverTime => "bytes_over_time",
-        RangeOp::BytesRate => "bytes_rate",
-        RangeOp::AvgOverTime => "avg_over_time",
-        RangeOp::SumOverTime => "sum_over_time",
-        RangeOp::MinOverTime => "min_over_time",
-        RangeOp::MaxOverTime => "max_over_time",
-        RangeOp::StdvarOverTime => "stdvar_over_time",
-        RangeOp::StddevOverTime => "stddev_over_time",
-        RangeOp::QuantileOverTime => "quantile_over_time",
-        RangeOp::FirstOverTime => "first_over_time",
-        RangeOp::LastOverTime => "last_over_time",
-        RangeOp::AbsentOverTime => "absent_over_time",
+impl RangeOp {
+    /// The function's name in LogQL.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RangeOp::CountOverTime => "count_over_time",
+            RangeOp::Rate => "rate",
+            RangeOp::RateCounter => "rate_counter",
+            RangeOp::BytesOverTime => "bytes_over_time",
+            RangeOp::BytesRate => "bytes_rate",
+            RangeOp::AvgOverTime => "avg_over_time",
+            RangeOp::SumOverTime => "sum_over_time",
+            RangeOp::MinOverTime => "min_over_time",
+            RangeOp::MaxOverTime => "max_over_time",
+            RangeOp::StdvarOverTime => "stdvar_over_time",
+            RangeOp::StddevOverTime => "stddev_over_time",
+            RangeOp::QuantileOverTime => "quantile_over_time",
+            RangeOp::FirstOverTime => "first_over_time",
+            RangeOp::LastOverTime => "last_over_time",
+            RangeOp::AbsentOverTime => "absent_over_time",
+        }
     }
 }
 
@@ -214,23 +217,26 @@ fn range_op(name: &str) -> Option<RangeOp> {
         AbsentOverTime,
     ]
     .into_iter()
-    .find(|op| range_op_name(*op) == name)
+    .find(|op| op.as_str() == name)
 }
 
-pub(crate) fn vector_op_name(op: VectorOp) -> &'static str {
-    match op {
-        VectorOp::Sum => "sum",
-        VectorOp::Avg => "avg",
-        VectorOp::Min => "min",
-        VectorOp::Max => "max",
-        VectorOp::Stddev => "stddev",
-        VectorOp::Stdvar => "stdvar",
-        VectorOp::Count => "count",
-        VectorOp::Topk => "topk",
-        VectorOp::Bottomk => "bottomk",
-        VectorOp::Sort => "sort",
-        VectorOp::SortDesc => "sort_desc",
-        VectorOp::ApproxTopk => "approx_topk",
+impl VectorOp {
+    /// The aggregation's name in LogQL.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VectorOp::Sum => "sum",
+            VectorOp::Avg => "avg",
+            VectorOp::Min => "min",
+            VectorOp::Max => "max",
+            VectorOp::Stddev => "stddev",
+            VectorOp::Stdvar => "stdvar",
+            VectorOp::Count => "count",
+            VectorOp::Topk => "topk",
+            VectorOp::Bottomk => "bottomk",
+            VectorOp::Sort => "sort",
+            VectorOp::SortDesc => "sort_desc",
+            VectorOp::ApproxTopk => "approx_topk",
+        }
     }
 }
 
@@ -240,7 +246,7 @@ fn vector_op(name: &str) -> Option<VectorOp> {
         Sum, Avg, Min, Max, Stddev, Stdvar, Count, Topk, Bottomk, Sort, SortDesc, ApproxTopk,
     ]
     .into_iter()
-    .find(|op| vector_op_name(*op) == name)
+    .find(|op| op.as_str() == name)
 }
 
 /// Parses a number literal as Go's `strconv.ParseFloat` would.
@@ -741,7 +747,7 @@ impl QueryParser<'_> {
     }
 
     fn range_aggregation(&mut self, op: RangeOp, start: usize) -> Result<MetricExpr, ParseError> {
-        let name = range_op_name(op);
+        let name = op.as_str();
         self.expect(Tok::LParen, "(")?;
         let mut param = None;
         if let Tok::Number(text) = self.peek().clone() {
@@ -814,7 +820,7 @@ impl QueryParser<'_> {
     }
 
     fn vector_aggregation(&mut self, op: VectorOp, start: usize) -> Result<MetricExpr, ParseError> {
-        let name = vector_op_name(op);
+        let name = op.as_str();
         let mut grouping = self.grouping()?;
         self.expect(Tok::LParen, "(")?;
         let mut param_text = None;

@@ -29,43 +29,6 @@ enum Value {
 /// by time.
 type Extracted = Vec<(Labels, Vec<(i64, f64)>)>;
 
-fn range_op_name(op: RangeOp) -> &'static str {
-    match op {
-        RangeOp::CountOverTime => "count_over_time",
-        RangeOp::Rate => "rate",
-        RangeOp::RateCounter => "rate_counter",
-        RangeOp::BytesOverTime => "bytes_over_time",
-        RangeOp::BytesRate => "bytes_rate",
-        RangeOp::AvgOverTime => "avg_over_time",
-        RangeOp::SumOverTime => "sum_over_time",
-        RangeOp::MinOverTime => "min_over_time",
-        RangeOp::MaxOverTime => "max_over_time",
-        RangeOp::StdvarOverTime => "stdvar_over_time",
-        RangeOp::StddevOverTime => "stddev_over_time",
-        RangeOp::QuantileOverTime => "quantile_over_time",
-        RangeOp::FirstOverTime => "first_over_time",
-        RangeOp::LastOverTime => "last_over_time",
-        RangeOp::AbsentOverTime => "absent_over_time",
-    }
-}
-
-fn vector_op_name(op: VectorOp) -> &'static str {
-    match op {
-        VectorOp::Sum => "sum",
-        VectorOp::Avg => "avg",
-        VectorOp::Min => "min",
-        VectorOp::Max => "max",
-        VectorOp::Stddev => "stddev",
-        VectorOp::Stdvar => "stdvar",
-        VectorOp::Count => "count",
-        VectorOp::Topk => "topk",
-        VectorOp::Bottomk => "bottomk",
-        VectorOp::Sort => "sort",
-        VectorOp::SortDesc => "sort_desc",
-        VectorOp::ApproxTopk => "approx_topk",
-    }
-}
-
 fn bad(msg: impl Into<String>) -> QueryError {
     QueryError::BadRequest(msg.into())
 }
@@ -74,7 +37,7 @@ fn bad(msg: impl Into<String>) -> QueryError {
 fn validate(expr: &MetricExpr) -> Result<(), QueryError> {
     match expr {
         MetricExpr::Range(ra) => {
-            let name = range_op_name(ra.op);
+            let name = ra.op.as_str();
             let unwrapped = ra.range.unwrap.is_some();
             match ra.op {
                 RangeOp::CountOverTime | RangeOp::BytesOverTime | RangeOp::BytesRate
@@ -129,7 +92,7 @@ fn validate(expr: &MetricExpr) -> Result<(), QueryError> {
             {
                 return Err(bad(format!(
                     "parameter required for operation {}",
-                    vector_op_name(va.op)
+                    va.op.as_str()
                 )));
             }
             validate(&va.expr)
@@ -369,7 +332,7 @@ impl Evaluator<'_> {
                 let Value::Vector(per_step) = inner else {
                     return Err(bad(format!(
                         "{} expects a vector argument, not a scalar",
-                        vector_op_name(va.op)
+                        va.op.as_str()
                     )));
                 };
                 Ok(Value::Vector(
