@@ -144,10 +144,7 @@ impl Client {
             count += 1;
             bytes += e.line.len() as u64;
             streams.entry(key).or_default().push(EntryAdapter {
-                timestamp: Some(Timestamp {
-                    seconds: e.timestamp.div_euclid(1_000_000_000),
-                    nanos: e.timestamp.rem_euclid(1_000_000_000) as i32,
-                }),
+                timestamp: Some(Timestamp::from_unix_nanos(e.timestamp)),
                 line: e.line.clone(),
                 structured_metadata: e
                     .structured_metadata

@@ -173,9 +173,7 @@ fn decode_protobuf(body: &[u8]) -> Result<Streams, String> {
                 .entries
                 .into_iter()
                 .map(|e| {
-                    let ts = e
-                        .timestamp
-                        .map_or(0, |t| t.seconds * 1_000_000_000 + i64::from(t.nanos));
+                    let ts = e.timestamp.map_or(0, |t| t.unix_nanos());
                     let metadata = e
                         .structured_metadata
                         .into_iter()

@@ -79,10 +79,7 @@ pub async fn push(args: PushBenchArgs) -> anyhow::Result<()> {
         raw += line.len() as u64;
         count += 1;
         per_stream[i % streams].push(EntryAdapter {
-            timestamp: Some(Timestamp {
-                seconds: ts / 1_000_000_000,
-                nanos: (ts % 1_000_000_000) as i32,
-            }),
+            timestamp: Some(Timestamp::from_unix_nanos(ts)),
             line,
             structured_metadata: vec![],
         });

@@ -48,6 +48,35 @@ pub struct Entry {
     pub metadata: Vec<(String, String)>,
 }
 
+impl From<lucia_proto::logproto::EntryAdapter> for Entry {
+    /// A missing timestamp is the epoch.
+    fn from(e: lucia_proto::logproto::EntryAdapter) -> Self {
+        Self {
+            ts: e.timestamp.map_or(0, |t| t.unix_nanos()),
+            line: e.line,
+            metadata: e
+                .structured_metadata
+                .into_iter()
+                .map(|p| (p.name, p.value))
+                .collect(),
+        }
+    }
+}
+
+impl From<Entry> for lucia_proto::logproto::EntryAdapter {
+    fn from(e: Entry) -> Self {
+        Self {
+            timestamp: Some(lucia_proto::logproto::Timestamp::from_unix_nanos(e.ts)),
+            line: e.line,
+            structured_metadata: e
+                .metadata
+                .into_iter()
+                .map(|(name, value)| lucia_proto::logproto::LabelPairAdapter { name, value })
+                .collect(),
+        }
+    }
+}
+
 impl Entry {
     /// Bytes this entry counts for towards the block size.
     pub fn size(&self) -> usize {

@@ -26,9 +26,7 @@ use lucia_proto::ingester::ingester_server::{Ingester as IngesterRpc, IngesterSe
 use lucia_proto::ingester::{
     Direction, QueryRequest, QueryResponse, SeriesRequest, SeriesResponse,
 };
-use lucia_proto::logproto::{
-    EntryAdapter, LabelPairAdapter, PushRequest, PushResponse, StreamAdapter, Timestamp,
-};
+use lucia_proto::logproto::{EntryAdapter, PushRequest, PushResponse, StreamAdapter};
 use parking_lot::{Mutex, RwLock};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -260,38 +258,6 @@ pub struct Ingester {
     replication_factor: usize,
 }
 
-fn entry_from_adapter(e: EntryAdapter) -> Entry {
-    let ts = e.timestamp.map_or(0, |t| {
-        t.seconds
-            .saturating_mul(1_000_000_000)
-            .saturating_add(i64::from(t.nanos))
-    });
-    Entry {
-        ts,
-        line: e.line,
-        metadata: e
-            .structured_metadata
-            .into_iter()
-            .map(|p| (p.name, p.value))
-            .collect(),
-    }
-}
-
-fn adapter_from_entry(e: Entry) -> EntryAdapter {
-    EntryAdapter {
-        timestamp: Some(Timestamp {
-            seconds: e.ts.div_euclid(1_000_000_000),
-            nanos: e.ts.rem_euclid(1_000_000_000) as i32,
-        }),
-        line: e.line,
-        structured_metadata: e
-            .metadata
-            .into_iter()
-            .map(|(name, value)| LabelPairAdapter { name, value })
-            .collect(),
-    }
-}
-
 impl Ingester {
     fn new(config: &Config, instance_id: String, store: ChunkStore, metrics: Metrics) -> Self {
         let ns = |d: ConfigDuration| i64::try_from(d.0.as_nanos()).unwrap_or(i64::MAX);
@@ -421,7 +387,7 @@ impl Ingester {
         let mut over_limit: Vec<(String, usize, usize)> = Vec::new();
         for stream in request.streams {
             let total = stream.entries.len();
-            let entries = stream.entries.into_iter().map(entry_from_adapter).collect();
+            let entries = stream.entries.into_iter().map(Entry::from).collect();
             let limit = Some(self.local_stream_limit()).filter(|l| *l > 0);
             let appended = match self.append(
                 &tenant,
@@ -545,7 +511,7 @@ impl Ingester {
                 let part: Vec<EntryAdapter> = entries
                     .by_ref()
                     .take(take)
-                    .map(adapter_from_entry)
+                    .map(EntryAdapter::from)
                     .collect();
                 in_current += part.len();
                 current.streams.push(StreamAdapter {
@@ -712,7 +678,7 @@ impl Ingester {
                             data: b.data.clone(),
                         })
                         .collect(),
-                    head: c.head.iter().cloned().map(adapter_from_entry).collect(),
+                    head: c.head.iter().cloned().map(EntryAdapter::from).collect(),
                     created_at: c.created_at,
                     last_append: c.last_append,
                     closed,
@@ -754,7 +720,7 @@ impl Ingester {
                 });
             }
             for e in c.head {
-                let e = entry_from_adapter(e);
+                let e = Entry::from(e);
                 chunk.head_size += e.size();
                 chunk.head.push(e);
             }
@@ -776,7 +742,7 @@ impl Ingester {
         let tenant = self.tenant(&record.tenant);
         let now = now_nanos();
         for stream in record.streams {
-            let entries = stream.entries.into_iter().map(entry_from_adapter).collect();
+            let entries = stream.entries.into_iter().map(Entry::from).collect();
             // What is in the WAL was accepted once: no window, no limit.
             match self.append(&tenant, &stream.labels, entries, now, false, None, None) {
                 Ok(Ok(_)) => {}
@@ -1098,7 +1064,7 @@ mod tests {
                 entries: entries
                     .iter()
                     .map(|(ts, line)| {
-                        adapter_from_entry(Entry {
+                        EntryAdapter::from(Entry {
                             ts: *ts,
                             line: (*line).into(),
                             metadata: vec![("trace".into(), format!("t{ts}"))],

@@ -228,7 +228,7 @@ impl LegacyEntry {
         let nanos = lucia_common::time::parse_time_nanos(&self.ts)
             .map_err(|err| DecodeError::Json(err.to_string()))?;
         Ok(EntryAdapter {
-            timestamp: Some(timestamp_from_nanos(nanos)),
+            timestamp: Some(Timestamp::from_unix_nanos(nanos)),
             line: self.line,
             structured_metadata: Vec::new(),
         })
@@ -269,7 +269,7 @@ impl<'de> Visitor<'de> for JsonValueVisitor {
             .map(|(name, value)| LabelPairAdapter { name, value })
             .collect();
         Ok(JsonValue(EntryAdapter {
-            timestamp: Some(timestamp_from_nanos(ts.0)),
+            timestamp: Some(Timestamp::from_unix_nanos(ts.0)),
             line,
             structured_metadata,
         }))
@@ -307,23 +307,6 @@ impl<'de> Deserialize<'de> for JsonTimestamp {
     }
 }
 
-/// Unix nanoseconds to a protobuf timestamp (nanos always in 0..1e9).
-pub fn timestamp_from_nanos(nanos: i64) -> Timestamp {
-    Timestamp {
-        seconds: nanos.div_euclid(1_000_000_000),
-        nanos: nanos.rem_euclid(1_000_000_000) as i32,
-    }
-}
-
-/// A protobuf timestamp as Unix nanoseconds; a missing timestamp is the
-/// epoch, and out-of-range ones saturate (they fail the age checks anyway).
-pub fn timestamp_to_nanos(ts: Option<&Timestamp>) -> i64 {
-    let Some(ts) = ts else { return 0 };
-    ts.seconds
-        .saturating_mul(1_000_000_000)
-        .saturating_add(i64::from(ts.nanos))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -342,7 +325,7 @@ mod tests {
             streams: vec![lucia_proto::logproto::StreamAdapter {
                 labels: r#"{app="api"}"#.into(),
                 entries: vec![EntryAdapter {
-                    timestamp: Some(timestamp_from_nanos(1_700_000_000_123_456_789)),
+                    timestamp: Some(Timestamp::from_unix_nanos(1_700_000_000_123_456_789)),
                     line: "level=info hello".into(),
                     structured_metadata: vec![LabelPairAdapter {
                         name: "trace_id".into(),
@@ -420,7 +403,10 @@ mod tests {
         let entries = &streams[0].entries;
         assert_eq!(entries.len(), 2);
         assert_eq!(
-            timestamp_to_nanos(entries[0].timestamp.as_ref()),
+            entries[0]
+                .timestamp
+                .as_ref()
+                .map_or(0, Timestamp::unix_nanos),
             1_700_000_000_123_456_789
         );
         assert_eq!(entries[1].line, "line two");
@@ -433,7 +419,10 @@ mod tests {
         let streams = decode_json(body).unwrap();
         assert_eq!(streams[0].labels, RawLabels::Text(r#"{app="x"}"#.into()));
         assert_eq!(
-            timestamp_to_nanos(streams[0].entries[0].timestamp.as_ref()),
+            streams[0].entries[0]
+                .timestamp
+                .as_ref()
+                .map_or(0, Timestamp::unix_nanos),
             1_545_136_086_801_064_000
         );
     }

@@ -11,7 +11,7 @@ use lucia_common::time::format_rfc3339_nanos;
 use lucia_proto::logproto::EntryAdapter;
 
 use crate::limits::LimitsConfig;
-use crate::push::{RawLabels, RawStream, timestamp_to_nanos};
+use crate::push::{RawLabels, RawStream};
 
 /// Why data was discarded: the `reason` label of the discard metrics, with
 /// Loki's names.
@@ -126,7 +126,10 @@ pub fn validate(streams: Vec<RawStream>, limits: &LimitsConfig, now: i64) -> Val
         let mut entries = Vec::with_capacity(stream.entries.len());
         for mut entry in stream.entries {
             let len = entry.line.len() as u64;
-            let ts = timestamp_to_nanos(entry.timestamp.as_ref());
+            let ts = entry
+                .timestamp
+                .as_ref()
+                .map_or(0, lucia_proto::logproto::Timestamp::unix_nanos);
             if ts < oldest {
                 out.discard(
                     Reason::GreaterThanMaxSampleAge,
@@ -275,7 +278,6 @@ fn map_text(map: &BTreeMap<String, String>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::push::timestamp_from_nanos;
     use proptest::prelude::*;
 
     const NOW: i64 = 1_700_000_000_000_000_000;
@@ -286,7 +288,7 @@ mod tests {
             entries: lines
                 .iter()
                 .map(|(ts, line)| EntryAdapter {
-                    timestamp: Some(timestamp_from_nanos(*ts)),
+                    timestamp: Some(lucia_proto::logproto::Timestamp::from_unix_nanos(*ts)),
                     line: (*line).into(),
                     structured_metadata: vec![],
                 })

@@ -757,10 +757,7 @@ mod tests {
         assert!(!builder.is_empty());
         let decoded = WalRecord::decode(builder.finish().as_slice()).unwrap();
         let adapter = |e: &Entry| EntryAdapter {
-            timestamp: Some(Timestamp {
-                seconds: e.ts.div_euclid(1_000_000_000),
-                nanos: e.ts.rem_euclid(1_000_000_000) as i32,
-            }),
+            timestamp: Some(Timestamp::from_unix_nanos(e.ts)),
             line: e.line.clone(),
             structured_metadata: e
                 .metadata

@@ -6,6 +6,24 @@
 /// Loki's `logproto` push messages.
 pub mod logproto {
     include!(concat!(env!("OUT_DIR"), "/logproto.rs"));
+
+    impl Timestamp {
+        /// Unix nanoseconds as a timestamp (`nanos` always in 0..1e9).
+        pub fn from_unix_nanos(nanos: i64) -> Self {
+            Self {
+                seconds: nanos.div_euclid(1_000_000_000),
+                nanos: nanos.rem_euclid(1_000_000_000) as i32,
+            }
+        }
+
+        /// The timestamp as Unix nanoseconds; out-of-range values (they come
+        /// from clients) saturate instead of overflowing.
+        pub fn unix_nanos(&self) -> i64 {
+            self.seconds
+                .saturating_mul(1_000_000_000)
+                .saturating_add(i64::from(self.nanos))
+        }
+    }
 }
 
 /// Prometheus remote write 1.0 messages.

@@ -14,7 +14,6 @@ use lucia_common::store::ChunkStore;
 use lucia_common::tenant::ORG_ID_METADATA;
 use lucia_proto::ingester::ingester_client::IngesterClient;
 use lucia_proto::ingester::{self as proto, QueryRequest, SeriesRequest};
-use lucia_proto::logproto::EntryAdapter;
 use parking_lot::Mutex;
 use tonic::transport::{Channel, Endpoint};
 
@@ -156,7 +155,7 @@ impl ClusterSource {
                     let mut out = Vec::new();
                     while let Some(batch) = stream.next().await {
                         for adapter in batch?.streams {
-                            let entries = adapter.entries.into_iter().map(entry_from_adapter);
+                            let entries = adapter.entries.into_iter().map(Entry::from);
                             out.push((adapter.labels, entries.collect::<Vec<_>>()));
                         }
                     }
@@ -262,23 +261,6 @@ fn selector_text(matchers: &[Matcher]) -> String {
     }
     let parts: Vec<String> = matchers.iter().map(ToString::to_string).collect();
     format!("{{{}}}", parts.join(", "))
-}
-
-fn entry_from_adapter(e: EntryAdapter) -> Entry {
-    let ts = e.timestamp.map_or(0, |t| {
-        t.seconds
-            .saturating_mul(1_000_000_000)
-            .saturating_add(i64::from(t.nanos))
-    });
-    Entry {
-        ts,
-        line: e.line,
-        metadata: e
-            .structured_metadata
-            .into_iter()
-            .map(|p| (p.name, p.value))
-            .collect(),
-    }
 }
 
 /// Merges the parts of each stream (by label text, normalised), sorts them
