@@ -30,4 +30,5 @@ pub async fn run(config: Config, process: ProcessConfig, shutdown: Shutdown) -> 
     lucia_common::server::run_role(process, shutdown, |ctx| start(config, ctx)).await
 }
 
+pub mod append;
 pub mod promql;
