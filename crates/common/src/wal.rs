@@ -337,20 +337,27 @@ impl Wal {
         Ack(rx)
     }
 
-    /// Closes the current segment after every queued record and starts the
-    /// next; returns the new segment's number.
-    pub async fn rotate(&self) -> Result<u64, WalError> {
+    /// Closes the current segment after every record queued so far and
+    /// starts the next; the future answers the new segment's number. The
+    /// rotation is queued when this is called, not when the future is
+    /// polled, so a caller can order it against its own appends under a
+    /// lock without holding the lock across an await.
+    pub fn rotate(&self) -> impl Future<Output = Result<u64, WalError>> + Send + 'static {
         let (tx, rx) = oneshot::channel();
-        self.tx
+        let sent = self
+            .tx
             .lock()
             .as_ref()
-            .ok_or(WalError::Closed)?
-            .send(Command::Rotate(tx))
-            .map_err(|_| WalError::Closed)?;
-        match rx.await {
-            Ok(Ok(n)) => Ok(n),
-            Ok(Err(e)) => Err(WalError::Write(e)),
-            Err(_) => Err(WalError::Closed),
+            .is_some_and(|sender| sender.send(Command::Rotate(tx)).is_ok());
+        async move {
+            if !sent {
+                return Err(WalError::Closed);
+            }
+            match rx.await {
+                Ok(Ok(n)) => Ok(n),
+                Ok(Err(e)) => Err(WalError::Write(e)),
+                Err(_) => Err(WalError::Closed),
+            }
         }
     }
 
