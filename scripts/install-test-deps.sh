@@ -3,6 +3,15 @@
 # Python client libraries the real-client tests use.
 set -euo pipefail
 
+# rocksdb (tsdb) needs libclang at build time for its bindings.
+need_apt=()
+dpkg -s libclang-dev >/dev/null 2>&1 || need_apt+=(libclang-dev)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q "${need_apt[@]}"
+fi
+
 if ! cargo nextest --version >/dev/null 2>&1; then
     cargo install --locked cargo-nextest
 fi
