@@ -30,5 +30,6 @@ pub async fn run(config: Config, process: ProcessConfig, shutdown: Shutdown) -> 
     lucia_common::server::run_role(process, shutdown, |ctx| start(config, ctx)).await
 }
 
+pub mod api;
 pub mod append;
 pub mod promql;
