@@ -1,10 +1,19 @@
 #!/usr/bin/env bash
-# Installs what the tests need on a fresh machine: cargo-nextest and the
-# Python client libraries the real-client tests use.
+# Installs what the tests need on a fresh machine: cargo-nextest, the
+# Python client libraries the real-client tests use, and Debian's
+# prometheus package (prometheus and promtool, for the tsdb API's
+# side-by-side tests).
 set -euo pipefail
 
 if ! cargo nextest --version >/dev/null 2>&1; then
     cargo install --locked cargo-nextest
+fi
+
+if ! command -v promtool >/dev/null 2>&1; then
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus
 fi
 
 python3 -m pip install --quiet --disable-pip-version-check \

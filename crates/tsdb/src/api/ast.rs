@@ -90,8 +90,8 @@ pub fn translate(expr: &Expr) -> Value {
             })
         }
         Expr::Binary(b) => {
-            let both_vectors = b.lhs.value_type() == ValueType::Vector
-                && b.rhs.value_type() == ValueType::Vector;
+            let both_vectors =
+                b.lhs.value_type() == ValueType::Vector && b.rhs.value_type() == ValueType::Vector;
             let op = b.op.to_string();
             let set_op = matches!(op.as_str(), "and" | "or" | "unless");
             let matching = match &b.modifier {

@@ -187,7 +187,11 @@ mod tests {
 
     #[test]
     fn result_shapes() {
-        let labels: Labels = [("__name__".into(), "up".into()), ("job".into(), "a\"b".into())].into();
+        let labels: Labels = [
+            ("__name__".into(), "up".into()),
+            ("job".into(), "a\"b".into()),
+        ]
+        .into();
         let v = Value::Vector(vec![Sample {
             labels: labels.clone(),
             f: 1.0,

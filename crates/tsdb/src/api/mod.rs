@@ -227,11 +227,43 @@ async fn blocking<T: Send + 'static>(
 /// Parses a query as Prometheus' engine does before running it: syntax,
 /// types and, unless enabled, experimental functions.
 fn parse_query_text(st: &ApiState, q: &str) -> Result<Expr, String> {
-    let expr = parse(q).map_err(|e| e.to_string())?;
+    let expr = parse_promql(q)?;
     if !st.options.enable_experimental_functions {
         check_experimental(&expr)?;
     }
     Ok(expr)
+}
+
+/// Parses PromQL with Prometheus' wording of the common errors (without
+/// the line:column prefix, which `promql-parser` does not report).
+fn parse_promql(q: &str) -> Result<Expr, String> {
+    parse(q).map_err(|e| prometheus_wording(&e.to_string()))
+}
+
+fn prometheus_wording(msg: &str) -> String {
+    let kind = |t: &str| {
+        match t {
+            "matrix" => "range vector",
+            "vector" => "instant vector",
+            other => other,
+        }
+        .to_string()
+    };
+    let re = |p: &str| regex::Regex::new(p).ok();
+    if let Some(c) = re(r"^expected type (\w+) in call to function '([^']*)', got (\w+)$")
+        .and_then(|r| r.captures(msg))
+    {
+        return format!(
+            "parse error: expected type {} in call to function {:?}, got {}",
+            kind(&c[1]),
+            &c[2],
+            kind(&c[3])
+        );
+    }
+    if let Some(c) = re(r"^unknown function with name '([^']*)'$").and_then(|r| r.captures(msg)) {
+        return format!("parse error: unknown function with name {:?}", &c[1]);
+    }
+    format!("parse error: {msg}")
 }
 
 fn check_experimental(expr: &Expr) -> Result<(), String> {
@@ -436,7 +468,7 @@ async fn query_exemplars(
                 "end timestamp must not be before start timestamp".into(),
             ));
         }
-        let expr = parse(p.get("query").unwrap_or("")).map_err(|e| ApiError::BadData(e.to_string()))?;
+        let expr = parse_promql(p.get("query").unwrap_or("")).map_err(ApiError::BadData)?;
         if !has_selector(&expr) {
             return Ok(Reply::NoContent);
         }
@@ -466,7 +498,7 @@ async fn format_query(
 ) -> Response {
     respond((|| {
         let (_tenant, p) = request(&st, &headers, q.as_deref(), &body)?;
-        let expr = parse(p.get("query").unwrap_or(""))
+        let expr = parse_promql(p.get("query").unwrap_or(""))
             .map_err(|e| ApiError::invalid_param("query", e))?;
         Ok(Reply::Json(json!(expr.prettify()), Vec::new()))
     })())
@@ -480,7 +512,7 @@ async fn parse_query(
 ) -> Response {
     respond((|| {
         let (_tenant, p) = request(&st, &headers, q.as_deref(), &body)?;
-        let expr = parse(p.get("query").unwrap_or(""))
+        let expr = parse_promql(p.get("query").unwrap_or(""))
             .map_err(|e| ApiError::invalid_param("query", e))?;
         Ok(Reply::Json(ast::translate(&expr), Vec::new()))
     })())
@@ -715,9 +747,7 @@ async fn tsdb_status(State(st): St, headers: HeaderMap, RawQuery(q): RawQuery) -
                 Some(v) => match v.parse::<i64>() {
                     Ok(n) if n > 0 => usize::try_from(n).unwrap_or(usize::MAX),
                     _ => {
-                        return Err(ApiError::BadData(
-                            "limit must be a positive number".into(),
-                        ));
+                        return Err(ApiError::BadData("limit must be a positive number".into()));
                     }
                 },
             };
@@ -746,6 +776,20 @@ mod tests {
         assert!(!valid_label_name("1a"));
         assert!(!valid_label_name("a-b"));
         assert!(!valid_label_name(""));
+    }
+
+    #[test]
+    fn parse_errors_in_prometheus_words() {
+        let e = |q: &str| parse_promql(q).expect_err("parse error");
+        assert_eq!(
+            e("rate(up)"),
+            "parse error: expected type range vector in call to function \"rate\", got instant vector"
+        );
+        assert_eq!(
+            e("foo(up)"),
+            "parse error: unknown function with name \"foo\""
+        );
+        assert_eq!(e("sum("), "parse error: unclosed left parenthesis");
     }
 
     #[test]

@@ -94,7 +94,13 @@ fn data() -> Data {
             ("job", "api"),
         ]),
         // A counter reset in the middle.
-        &|i| if i < 120 { i as f64 * 0.5 } else { (i - 120) as f64 * 0.5 },
+        &|i| {
+            if i < 120 {
+                i as f64 * 0.5
+            } else {
+                (i - 120) as f64 * 0.5
+            }
+        },
     );
     add(
         labels(&[("__name__", "node_temp"), ("instance", "a:1")]),
@@ -104,15 +110,11 @@ fn data() -> Data {
         labels(&[("__name__", "node_temp"), ("instance", "c:1")]),
         &|i| 35.5 - ((i % 5) as f64) * 0.125,
     );
-    add(
-        labels(&[("__name__", "tiny"), ("k", "small")]),
-        &|_| 3e-7,
-    );
+    add(labels(&[("__name__", "tiny"), ("k", "small")]), &|_| 3e-7);
     add(labels(&[("__name__", "tiny"), ("k", "big")]), &|_| 1.5e22);
-    add(
-        labels(&[("__name__", "tiny"), ("k", "inf")]),
-        &|_| f64::INFINITY,
-    );
+    add(labels(&[("__name__", "tiny"), ("k", "inf")]), &|_| {
+        f64::INFINITY
+    });
     add(labels(&[("__name__", "tiny"), ("k", "nan")]), &|_| f64::NAN);
     add(
         labels(&[("__name__", "up"), ("instance", "a:1"), ("job", "api")]),
@@ -145,7 +147,11 @@ impl Data {
                 .map(|(k, v)| format!("{k}=\"{v}\""))
                 .collect();
             for (t, f) in samples {
-                out.push_str(&format!("{name}{{{}}} {} {t}\n", rest.join(","), format_value(*f)));
+                out.push_str(&format!(
+                    "{name}{{{}}} {} {t}\n",
+                    rest.join(","),
+                    format_value(*f)
+                ));
             }
         }
         out.push_str("# EOF\n");
@@ -280,25 +286,53 @@ fn every_endpoint_and_error() {
     assert_eq!(values["inf"], "+Inf");
     assert_eq!(values["nan"], "NaN");
     // Scalar and string results; form POST.
-    let a = post_form(rt, &format!("{base}/api/v1/query"), &[("query", "1+1"), ("time", "4")]);
-    assert_eq!(a.body["data"], json!({"resultType": "scalar", "result": [4, "2"]}));
+    let a = post_form(
+        rt,
+        &format!("{base}/api/v1/query"),
+        &[("query", "1+1"), ("time", "4")],
+    );
+    assert_eq!(
+        a.body["data"],
+        json!({"resultType": "scalar", "result": [4, "2"]})
+    );
     let a = get(rt, &format!("{base}/api/v1/query?query=%22hi%22&time=4"));
-    assert_eq!(a.body["data"], json!({"resultType": "string", "result": [4, "hi"]}));
+    assert_eq!(
+        a.body["data"],
+        json!({"resultType": "string", "result": [4, "hi"]})
+    );
     // Matrix result of an instant query keeps the samples' timestamps.
     let a = get(
         rt,
-        &format!("{base}/api/v1/query?query={}&time={t}", enc("up{job=\"api\"}[1m]")),
+        &format!(
+            "{base}/api/v1/query?query={}&time={t}",
+            enc("up{job=\"api\"}[1m]")
+        ),
     );
     assert_eq!(a.body["data"]["resultType"], "matrix");
-    assert_eq!(a.body["data"]["result"][0]["values"].as_array().unwrap().len(), 4);
+    assert_eq!(
+        a.body["data"]["result"][0]["values"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
     // RFC3339 time.
     let rfc = chrono::DateTime::from_timestamp(t, 0).unwrap().to_rfc3339();
-    let a = get(rt, &format!("{base}/api/v1/query?query=up&time={}", enc(&rfc)));
+    let a = get(
+        rt,
+        &format!("{base}/api/v1/query?query=up&time={}", enc(&rfc)),
+    );
     assert_eq!(a.body["data"]["result"][0]["value"][0], json!(t));
     // limit truncates with a warning.
-    let a = get(rt, &format!("{base}/api/v1/query?query=up&time={t}&limit=1"));
+    let a = get(
+        rt,
+        &format!("{base}/api/v1/query?query=up&time={t}&limit=1"),
+    );
     assert_eq!(a.body["data"]["result"].as_array().unwrap().len(), 1);
-    assert_eq!(a.body["warnings"], json!(["results truncated due to limit"]));
+    assert_eq!(
+        a.body["warnings"],
+        json!(["results truncated due to limit"])
+    );
 
     // Range query.
     let q = format!(
@@ -317,7 +351,12 @@ fn every_endpoint_and_error() {
     let a = post_form(
         rt,
         &format!("{base}/api/v1/query_range"),
-        &[("query", "1"), ("start", "0"), ("end", "120"), ("step", "1m")],
+        &[
+            ("query", "1"),
+            ("start", "0"),
+            ("end", "120"),
+            ("step", "1m"),
+        ],
     );
     assert_eq!(
         a.body["data"]["result"],
@@ -326,12 +365,42 @@ fn every_endpoint_and_error() {
 
     // Errors of the query endpoints.
     let cases: Vec<(String, u16, &str, &str)> = vec![
-        (format!("query?query={}", enc("sum(")), 400, "bad_data", "invalid parameter \"query\""),
-        (format!("query?query={}", enc("foo(up)")), 400, "bad_data", "foo"),
-        (format!("query?query={}", enc("rate(up)")), 400, "bad_data", "rate"),
-        ("query?query=up&time=yesterday".into(), 400, "bad_data", "invalid parameter \"time\""),
-        ("query?query=up&timeout=x".into(), 400, "bad_data", "invalid parameter \"timeout\""),
-        ("query".into(), 400, "bad_data", "invalid parameter \"query\""),
+        (
+            format!("query?query={}", enc("sum(")),
+            400,
+            "bad_data",
+            "invalid parameter \"query\"",
+        ),
+        (
+            format!("query?query={}", enc("foo(up)")),
+            400,
+            "bad_data",
+            "foo",
+        ),
+        (
+            format!("query?query={}", enc("rate(up)")),
+            400,
+            "bad_data",
+            "rate",
+        ),
+        (
+            "query?query=up&time=yesterday".into(),
+            400,
+            "bad_data",
+            "invalid parameter \"time\"",
+        ),
+        (
+            "query?query=up&timeout=x".into(),
+            400,
+            "bad_data",
+            "invalid parameter \"timeout\"",
+        ),
+        (
+            "query".into(),
+            400,
+            "bad_data",
+            "invalid parameter \"query\"",
+        ),
         (
             "query_range?query=up&start=10&end=20&step=0".into(),
             400,
@@ -350,8 +419,18 @@ fn every_endpoint_and_error() {
             "bad_data",
             "end timestamp must not be before start time",
         ),
-        ("query_range?query=up&end=10&step=1".into(), 400, "bad_data", "invalid parameter \"start\""),
-        ("query_range?query=up&start=0&end=10".into(), 400, "bad_data", "invalid parameter \"step\""),
+        (
+            "query_range?query=up&end=10&step=1".into(),
+            400,
+            "bad_data",
+            "invalid parameter \"start\"",
+        ),
+        (
+            "query_range?query=up&start=0&end=10".into(),
+            400,
+            "bad_data",
+            "invalid parameter \"step\"",
+        ),
         (
             format!("query_range?query={}&start=0&end=10&step=1", enc("up[5m]")),
             400,
@@ -359,7 +438,10 @@ fn every_endpoint_and_error() {
             "invalid expression type \"range vector\" for range query",
         ),
         (
-            format!("query?query={}&time={t}", enc("http_requests_total + on() http_requests_total")),
+            format!(
+                "query?query={}&time={t}",
+                enc("http_requests_total + on() http_requests_total")
+            ),
             422,
             "execution",
             "duplicate series",
@@ -386,7 +468,10 @@ fn every_endpoint_and_error() {
     let a = post_form(
         rt,
         &format!("{base}/api/v1/series"),
-        &[("match[]", "up"), ("match[]", "{__name__=\"node_temp\",instance=\"c:1\"}")],
+        &[
+            ("match[]", "up"),
+            ("match[]", "{__name__=\"node_temp\",instance=\"c:1\"}"),
+        ],
     );
     assert_eq!(
         a.body["data"],
@@ -398,21 +483,42 @@ fn every_endpoint_and_error() {
     );
     let a = get(rt, &format!("{base}/api/v1/series"));
     assert_error(&a, 400, "bad_data", "no match[] parameter provided");
-    let a = get(rt, &format!("{base}/api/v1/series?match[]={}", enc("{job=~\".*\"}")));
-    assert_error(&a, 400, "bad_data", "match[] must contain at least one non-empty matcher");
+    let a = get(
+        rt,
+        &format!("{base}/api/v1/series?match[]={}", enc("{job=~\".*\"}")),
+    );
+    assert_error(
+        &a,
+        400,
+        "bad_data",
+        "match[] must contain at least one non-empty matcher",
+    );
     let a = get(rt, &format!("{base}/api/v1/series?match[]={}", enc("up{")));
     assert_error(&a, 400, "bad_data", "invalid parameter \"match[]\"");
     // Out of the range: nothing.
-    let a = get(rt, &format!("{base}/api/v1/series?match[]=up&start=0&end=10"));
+    let a = get(
+        rt,
+        &format!("{base}/api/v1/series?match[]=up&start=0&end=10"),
+    );
     assert_eq!(a.body["data"], json!([]));
 
     let a = get(rt, &format!("{base}/api/v1/labels"));
-    assert_eq!(a.body["data"], json!(["__name__", "code", "instance", "job", "k"]));
-    let a = post_form(rt, &format!("{base}/api/v1/labels"), &[("match[]", "node_temp")]);
+    assert_eq!(
+        a.body["data"],
+        json!(["__name__", "code", "instance", "job", "k"])
+    );
+    let a = post_form(
+        rt,
+        &format!("{base}/api/v1/labels"),
+        &[("match[]", "node_temp")],
+    );
     assert_eq!(a.body["data"], json!(["__name__", "instance"]));
     let a = get(rt, &format!("{base}/api/v1/labels?limit=2"));
     assert_eq!(a.body["data"], json!(["__name__", "code"]));
-    assert_eq!(a.body["warnings"], json!(["results truncated due to limit"]));
+    assert_eq!(
+        a.body["warnings"],
+        json!(["results truncated due to limit"])
+    );
     let a = get(rt, &format!("{base}/api/v1/label/job/values"));
     assert_eq!(a.body["data"], json!(["api", "db"]));
     let a = get(
@@ -441,7 +547,10 @@ fn every_endpoint_and_error() {
     assert_eq!(a.body["data"], json!({}));
     let a = get(rt, &format!("{base}/api/v1/metadata?limit=x"));
     assert_error(&a, 400, "bad_data", "limit must be a number");
-    let a = get(rt, &format!("{base}/api/v1/query_exemplars?query=up&start=0&end=10"));
+    let a = get(
+        rt,
+        &format!("{base}/api/v1/query_exemplars?query=up&start=0&end=10"),
+    );
     assert_eq!(a.body["data"], json!([]));
     let a = get(rt, &format!("{base}/api/v1/query_exemplars?query=1"));
     assert_eq!(a.status, 204);
@@ -455,25 +564,45 @@ fn every_endpoint_and_error() {
     // format_query and parse_query.
     let a = get(
         rt,
-        &format!("{base}/api/v1/format_query?query={}", enc("sum(rate(x[5m]))by(job)")),
+        &format!(
+            "{base}/api/v1/format_query?query={}",
+            enc("sum(rate(x[5m]))by(job)")
+        ),
     );
     assert_eq!(a.body["data"], "sum by (job) (rate(x[5m]))");
-    let a = get(rt, &format!("{base}/api/v1/format_query?query={}", enc("sum(")));
+    let a = get(
+        rt,
+        &format!("{base}/api/v1/format_query?query={}", enc("sum(")),
+    );
     assert_error(&a, 400, "bad_data", "invalid parameter \"query\"");
-    let a = get(rt, &format!("{base}/api/v1/parse_query?query={}", enc("up > 1")));
+    let a = get(
+        rt,
+        &format!("{base}/api/v1/parse_query?query={}", enc("up > 1")),
+    );
     assert_eq!(a.body["data"]["type"], "binaryExpr");
     assert_eq!(a.body["data"]["lhs"]["type"], "vectorSelector");
 
     // Status endpoints.
     let a = get(rt, &format!("{base}/api/v1/status/buildinfo"));
-    assert!(a.body["data"]["version"].as_str().unwrap().starts_with("2."));
+    assert!(
+        a.body["data"]["version"]
+            .as_str()
+            .unwrap()
+            .starts_with("2.")
+    );
     assert!(a.body["data"].get("features").is_none());
     let a = get(rt, &format!("{base}/api/v1/status/config"));
     assert_eq!(a.body["data"]["yaml"], "global:\n  scrape_interval: 15s\n");
     let a = get(rt, &format!("{base}/api/v1/status/flags"));
     assert_eq!(a.body["data"]["query.max-samples"], "50000000");
     let a = get(rt, &format!("{base}/api/v1/status/runtimeinfo"));
-    for field in ["startTime", "CWD", "reloadConfigSuccess", "storageRetention", "GOMAXPROCS"] {
+    for field in [
+        "startTime",
+        "CWD",
+        "reloadConfigSuccess",
+        "storageRetention",
+        "GOMAXPROCS",
+    ] {
         assert!(a.body["data"].get(field).is_some(), "{field}: {}", a.text);
     }
     let a = get(rt, &format!("{base}/api/v1/status/tsdb"));
@@ -508,7 +637,11 @@ fn limits_samples_and_tenants() {
     let client = reqwest::Client::new();
     let query = |tenant: Option<&str>, q: &str| {
         rt.block_on(async {
-            let mut req = client.get(format!("{base}/api/v1/query?query={}&time={}", enc(q), d.t0 + 1807));
+            let mut req = client.get(format!(
+                "{base}/api/v1/query?query={}&time={}",
+                enc(q),
+                d.t0 + 1807
+            ));
             if let Some(t) = tenant {
                 req = req.header("X-Scope-OrgID", t);
             }
@@ -517,7 +650,13 @@ fn limits_samples_and_tenants() {
     };
     // Tenants: data of "fake" only; another tenant sees nothing; no
     // header is an error.
-    assert_eq!(query(Some("fake"), "up").body["data"]["result"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        query(Some("fake"), "up").body["data"]["result"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
     assert_eq!(query(Some("other"), "up").body["data"]["result"], json!([]));
     assert_error(&query(None, "up"), 400, "bad_data", "X-Scope-OrgID");
     // 10 series of 240 samples: more than 1000 samples.
@@ -562,15 +701,29 @@ fn query_timeout() {
     let mut state = ApiState::new(Arc::new(SlowBackend(src)));
     state.options.timeout = Duration::from_millis(100);
     let app = router(state);
-    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
     let addr = listener.local_addr().unwrap();
     rt.spawn(async move { axum::serve(listener, app).await });
     let started = Instant::now();
     // Two selectors: the first read passes the deadline, the second is not
     // made.
-    let a = get(&rt, &format!("http://{addr}/api/v1/query?query={}", enc("up + node_temp")));
-    assert_error(&a, 503, "timeout", "query timed out in expression evaluation");
-    assert!(started.elapsed() < Duration::from_millis(550), "{:?}", started.elapsed());
+    let a = get(
+        &rt,
+        &format!("http://{addr}/api/v1/query?query={}", enc("up + node_temp")),
+    );
+    assert_error(
+        &a,
+        503,
+        "timeout",
+        "query timed out in expression evaluation",
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(550),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 // ---- side by side with a real Prometheus ----
@@ -604,7 +757,12 @@ fn free_port() -> u16 {
 
 /// Starts Prometheus over blocks made from `om` with the given extra flags
 /// and waits for `/-/ready`.
-fn start_prometheus(rt: &tokio::runtime::Runtime, dir: &Path, om: &str, flags: &[&str]) -> (Proc, String) {
+fn start_prometheus(
+    rt: &tokio::runtime::Runtime,
+    dir: &Path,
+    om: &str,
+    flags: &[&str],
+) -> (Proc, String) {
     let om_path = dir.join("data.om");
     std::fs::write(&om_path, om).unwrap();
     let db = dir.join("db");
@@ -614,7 +772,11 @@ fn start_prometheus(rt: &tokio::runtime::Runtime, dir: &Path, om: &str, flags: &
         .arg(&db)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let config = dir.join("prometheus.yml");
     std::fs::write(&config, "global:\n  scrape_interval: 15s\n").unwrap();
     let port = free_port();
@@ -674,14 +836,21 @@ fn error_type(stderr: &str) -> String {
 #[test]
 fn side_by_side_with_prometheus() {
     if !have("prometheus") || !have("promtool") {
-        println!("NOTICE: prometheus or promtool not installed: side-by-side test skipped (scripts/install-test-deps.sh installs them)");
+        println!(
+            "NOTICE: prometheus or promtool not installed: side-by-side test skipped (scripts/install-test-deps.sh installs them)"
+        );
         return;
     }
     let d = data();
     let lucia = Lucia::start(|st| st.options.max_samples = 2000);
     d.load(&lucia.source());
     let dir = tempfile::tempdir().unwrap();
-    let (_prom, prom) = start_prometheus(&lucia.rt, dir.path(), &d.openmetrics(), &["--query.max-samples=2000"]);
+    let (_prom, prom) = start_prometheus(
+        &lucia.rt,
+        dir.path(),
+        &d.openmetrics(),
+        &["--query.max-samples=2000"],
+    );
     let ours = lucia.url();
     let rt = &lucia.rt;
 
@@ -704,10 +873,17 @@ fn side_by_side_with_prometheus() {
         if std::env::var_os("SHOW_PROMTOOL").is_some() {
             println!("{args:?}\n{want_out}{want_err}lucia: {err}");
         }
-        assert_eq!(code, want_code, "{args:?}: exit code; prometheus: {want_err} lucia: {err}");
+        assert_eq!(
+            code, want_code,
+            "{args:?}: exit code; prometheus: {want_err} lucia: {err}"
+        );
         assert_eq!(out, want_out, "{args:?}: output");
         if want_code != 0 {
-            assert_eq!(error_type(&err), error_type(&want_err), "{args:?}: {want_err} / {err}");
+            assert_eq!(
+                error_type(&err),
+                error_type(&want_err),
+                "{args:?}: {want_err} / {err}"
+            );
         }
         compared += 1;
     };
@@ -752,30 +928,66 @@ fn side_by_side_with_prometheus() {
         "up[5m]",
         "sum(",
     ] {
-        check(s(&["query", "range", "--start", &start, "--end", &end, "--step", "1m", "URL", q]));
+        check(s(&[
+            "query", "range", "--start", &start, "--end", &end, "--step", "1m", "URL", q,
+        ]));
     }
     // More than the sample limit over all steps of a range query.
     check(s(&[
-        "query", "range", "--start", &start, "--end", &end, "--step", "1s", "URL", "http_requests_total",
+        "query",
+        "range",
+        "--start",
+        &start,
+        "--end",
+        &end,
+        "--step",
+        "1s",
+        "URL",
+        "http_requests_total",
     ]));
     check(s(&["query", "series", "URL", "--match", "up"]));
-    check(s(&["query", "series", "URL", "--match", "{__name__=~\"http.*\"}", "--match", "tiny{k=\"inf\"}"]));
-    check(s(&["query", "series", "URL", "--match", "up", "--start", &start, "--end", &end]));
+    check(s(&[
+        "query",
+        "series",
+        "URL",
+        "--match",
+        "{__name__=~\"http.*\"}",
+        "--match",
+        "tiny{k=\"inf\"}",
+    ]));
+    check(s(&[
+        "query", "series", "URL", "--match", "up", "--start", &start, "--end", &end,
+    ]));
     check(s(&["query", "series", "URL", "--match", "up{"]));
     check(s(&["query", "labels", "URL", "job"]));
     check(s(&["query", "labels", "URL", "__name__"]));
-    check(s(&["query", "labels", "URL", "instance", "--match", "node_temp"]));
-    check(s(&["query", "labels", "URL", "k", "--start", &start, "--end", &end]));
+    check(s(&[
+        "query",
+        "labels",
+        "URL",
+        "instance",
+        "--match",
+        "node_temp",
+    ]));
+    check(s(&[
+        "query", "labels", "URL", "k", "--start", &start, "--end", &end,
+    ]));
     println!("{compared} promtool commands print the same against Prometheus and Lucia");
 
     // Raw HTTP: exact bodies of successes, status and errorType of errors.
     let same_body = [
         format!("query?query=up&time={t}"),
         format!("query?query=tiny&time={t}"),
-        format!("query?query={}&time={t}.25", enc("rate(http_requests_total[5m])")),
+        format!(
+            "query?query={}&time={t}.25",
+            enc("rate(http_requests_total[5m])")
+        ),
         format!("query?query={}&time={t}", enc("node_temp[1m]")),
         format!("query?query=2&time={t}"),
-        format!("query_range?query={}&start={start}&end={end}&step=300", enc("node_temp / 3")),
+        format!(
+            "query_range?query={}&start={start}&end={end}&step=300",
+            enc("node_temp / 3")
+        ),
         "series?match[]=up".into(),
         "labels".into(),
         "label/__name__/values".into(),
@@ -805,7 +1017,10 @@ fn side_by_side_with_prometheus() {
         "query_range?query=up&start=0&end=10".into(),
         format!("query_range?query={}&start=0&end=10&step=1", enc("up[5m]")),
         format!("query?query={}&time={t}", enc("{__name__=~\".+\"}[1h]")),
-        format!("query?query={}&time={t}", enc("http_requests_total + on() http_requests_total")),
+        format!(
+            "query?query={}&time={t}",
+            enc("http_requests_total + on() http_requests_total")
+        ),
         "series".into(),
         format!("series?match[]={}", enc("{job=~\".*\"}")),
         format!("series?match[]={}", enc("up{")),
@@ -852,7 +1067,11 @@ fn grafana_requests() {
     // the datasource's HTTP method is POST, the default).
     for a in [
         get(rt, &format!("{base}/api/v1/query?query=1%2B1&time=4")),
-        post_form(rt, &format!("{base}/api/v1/query"), &[("query", "1+1"), ("time", "4")]),
+        post_form(
+            rt,
+            &format!("{base}/api/v1/query"),
+            &[("query", "1+1"), ("time", "4")],
+        ),
     ] {
         assert_eq!(a.status, 200);
         assert_eq!(a.body["status"], "success");
@@ -887,7 +1106,11 @@ fn grafana_requests() {
     let a = post_form(
         rt,
         &format!("{base}/api/v1/query_exemplars"),
-        &[("query", "rate(http_requests_total[1m])"), ("start", &from.to_string()), ("end", &to.to_string())],
+        &[
+            ("query", "rate(http_requests_total[1m])"),
+            ("start", &from.to_string()),
+            ("end", &to.to_string()),
+        ],
     );
     assert_eq!(a.body["data"], json!([]));
 
@@ -898,9 +1121,18 @@ fn grafana_requests() {
         rt,
         &format!("{base}/api/v1/label/__name__/values?limit=40000&start={from}&end={to}"),
     );
-    assert_eq!(a.body["data"], json!(["http_requests_total", "node_temp", "tiny", "up"]));
-    let a = get(rt, &format!("{base}/api/v1/labels?limit=40000&start={from}&end={to}"));
-    assert_eq!(a.body["data"], json!(["__name__", "code", "instance", "job", "k"]));
+    assert_eq!(
+        a.body["data"],
+        json!(["http_requests_total", "node_temp", "tiny", "up"])
+    );
+    let a = get(
+        rt,
+        &format!("{base}/api/v1/labels?limit=40000&start={from}&end={to}"),
+    );
+    assert_eq!(
+        a.body["data"],
+        json!(["__name__", "code", "instance", "job", "k"])
+    );
     let a = get(
         rt,
         &format!(
