@@ -464,6 +464,32 @@ fn every_endpoint_and_error() {
         assert_error(&a, *status, typ, msg);
     }
 
+    // Odd input never makes a 500.
+    for path in [
+        "query?query=up&time=1e20",
+        "query?query=up&time=-1e20",
+        "query?query=up&time=NaN",
+        "query?query=up&time=%2BInf",
+        "query?query=time()&time=-292273086-05-16T16:47:06Z",
+        "query_range?query=up&start=0&end=1&step=1e-10",
+        "query_range?query=up&start=1e20&end=1e20&step=1",
+        "query_range?query=up&start=0&end=10&step=1e300",
+        "query?query=max_over_time(up%5B1y:1ms%5D)&timeout=0.2",
+        "query?query=up%5B100y%5D%20offset%20-100y",
+        "query?query=up&lookback_delta=x",
+        "query?query=up&limit=-1",
+        "series?match[]=up&limit=x",
+        "label/job/values?start=1e300",
+    ] {
+        let a = get(rt, &format!("{base}/api/v1/{path}"));
+        assert!(
+            a.status != 500 && a.body["status"].is_string(),
+            "{path}: {} {}",
+            a.status,
+            a.text
+        );
+    }
+
     // Series, labels and label values.
     let a = post_form(
         rt,
