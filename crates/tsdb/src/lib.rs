@@ -5,6 +5,7 @@
 //! - [`remote_write`]: `POST /api/v1/write`;
 //! - [`promql`]: the PromQL engine.
 
+pub mod api;
 pub mod append;
 pub mod promql;
 pub mod remote_write;
@@ -107,6 +108,7 @@ pub fn storage_options(
 pub async fn start(config: Config, ctx: RoleContext) -> Result<Role, Error> {
     let ready = ctx.readiness.register("tsdb");
     let opts = storage_options(&config, &ctx.data_dir)?;
+    let storage_dir = opts.dir.clone();
     let metrics = StorageMetrics::default();
     metrics.register(&ctx.metrics);
     let checkpoint_every = opts.checkpoint_interval.max(Duration::from_secs(1));
@@ -118,10 +120,31 @@ pub async fn start(config: Config, ctx: RoleContext) -> Result<Role, Error> {
         checkpoint_every,
         ctx.shutdown.clone(),
     ));
+    let mut api_state = api::ApiState::new(Arc::new(StorageBackend(storage.clone())));
+    api_state.multi_tenant = ctx.multi_tenant;
+    api_state.flags = [
+        ("storage.tsdb.path", storage_dir.display().to_string()),
+        (
+            "storage.tsdb.retention.time",
+            config.retention_time.to_string(),
+        ),
+        (
+            "storage.tsdb.retention.size",
+            config.retention_size.clone().unwrap_or_else(|| "0B".into()),
+        ),
+        (
+            "storage.tsdb.out-of-order-time-window",
+            config.out_of_order_time_window.to_string(),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
     let router = remote_write::router(remote_write::WriteState {
         appender: storage.clone(),
         multi_tenant: ctx.multi_tenant,
-    });
+    })
+    .merge(api::router(api_state));
     ready.set(true);
     let shutdown = ctx.shutdown.clone();
     let stopped = async move {
@@ -131,6 +154,15 @@ pub async fn start(config: Config, ctx: RoleContext) -> Result<Role, Error> {
         }
     };
     Ok(Role::new("tsdb", router, stopped))
+}
+
+/// The Prometheus API's view of the storage.
+struct StorageBackend(Arc<Storage>);
+
+impl api::QueryBackend for StorageBackend {
+    fn source(&self, tenant: &str) -> Arc<dyn promql::SeriesSource> {
+        Arc::new(self.0.tenant(tenant))
+    }
 }
 
 /// Compaction and retention every minute, checkpoints on their interval.
