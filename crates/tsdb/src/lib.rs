@@ -32,3 +32,4 @@ pub async fn run(config: Config, process: ProcessConfig, shutdown: Shutdown) -> 
 
 pub mod append;
 pub mod promql;
+pub mod scrape;
