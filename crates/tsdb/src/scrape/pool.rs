@@ -68,6 +68,14 @@ pub fn spawn<A: SampleAppender>(shared: Arc<Shared<A>>, config: Arc<PoolConfig>)
     }
 }
 
+/// The next discovery update; never ready once every provider is done.
+async fn next_update(updates: &mut Option<mpsc::Receiver<Update>>) -> Option<Update> {
+    match updates {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 fn http_client(config: &PoolConfig) -> reqwest::Client {
     let follow = config.scrape.follow_redirects.unwrap_or(true);
     let policy = if follow {
@@ -106,7 +114,8 @@ impl<A: SampleAppender> Pool<A> {
     }
 
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
-        let (mut sd_stop, mut updates) = self.start_discovery();
+        let (mut sd_stop, rx) = self.start_discovery();
+        let mut updates = Some(rx);
         let mut membership: Option<watch::Receiver<()>> =
             self.shared.sharding.as_ref().map(Sharding::changes);
         let shutdown = self.shared.shutdown.clone();
@@ -129,7 +138,9 @@ impl<A: SampleAppender> Pool<A> {
                         if rediscover {
                             sd_stop.cancel();
                             self.groups.clear();
-                            (sd_stop, updates) = self.start_discovery();
+                            let (stop, rx) = self.start_discovery();
+                            sd_stop = stop;
+                            updates = Some(rx);
                         }
                         self.sync(true).await;
                     }
@@ -145,11 +156,15 @@ impl<A: SampleAppender> Pool<A> {
                         return;
                     }
                 },
-                update = updates.recv() => {
-                    let Some(update) = update else { continue };
+                update = next_update(&mut updates) => {
+                    let Some(update) = update else {
+                        // Every provider is done (static configs only).
+                        updates = None;
+                        continue;
+                    };
                     self.apply(update);
                     // Take every update already queued before syncing once.
-                    while let Ok(update) = updates.try_recv() {
+                    while let Some(update) = updates.as_mut().and_then(|rx| rx.try_recv().ok()) {
                         self.apply(update);
                     }
                     self.sync(false).await;
