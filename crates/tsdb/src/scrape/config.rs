@@ -1212,6 +1212,19 @@ scrape_configs:
     }
 
     #[test]
+    fn constructors_take_the_defaults() {
+        let sc = ScrapeConfig::new("job");
+        assert_eq!(sc.job_name, "job");
+        assert!(sc.honor_timestamps && sc.enable_compression);
+        assert_eq!(sc.metrics_path, "/metrics");
+        let consul = ConsulSdConfig::new("consul:8500");
+        assert!(consul.allow_stale);
+        assert_eq!(consul.refresh_interval, ConfigDuration::from_secs(30));
+        let file = ScrapeFileConfig::new(GlobalConfig::default(), vec![sc]);
+        assert_eq!(file.pools().unwrap()[0].interval, Duration::from_secs(60));
+    }
+
+    #[test]
     fn byte_sizes() {
         assert_eq!(ByteSize::parse("0").unwrap().0, 0);
         assert_eq!(ByteSize::parse("1KB").unwrap().0, 1024);

@@ -153,12 +153,15 @@ impl LoopHandle {
         }
     }
 
-    /// Stops the loop and takes its cache over (waits for a scrape in
-    /// flight to finish).
+    /// Stops the loop and takes its series over for a loop with a new
+    /// config (waits for a scrape in flight to finish). Relabeling results
+    /// are dropped: the new config may relabel differently.
     pub async fn handover(self) -> SeriesCache {
         let (tx, rx) = oneshot::channel();
         self.stop(Stop::Handover(tx));
-        rx.await.unwrap_or_default()
+        let mut cache = rx.await.unwrap_or_default();
+        cache.relabeled.clear();
+        cache
     }
 
     pub fn is_finished(&self) -> bool {
