@@ -4,9 +4,15 @@
 # libraries the real-client tests use.
 set -euo pipefail
 
-if ! command -v prometheus-node-exporter >/dev/null 2>&1; then
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-node-exporter >/dev/null
+# rocksdb (tsdb) needs libclang at build time for its bindings; the scrape
+# tests scrape the Debian node exporter.
+need_apt=()
+dpkg -s libclang-dev >/dev/null 2>&1 || need_apt+=(libclang-dev)
+command -v prometheus-node-exporter >/dev/null 2>&1 || need_apt+=(prometheus-node-exporter)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q "${need_apt[@]}"
 fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then

@@ -6,3 +6,4 @@ mod cluster;
 mod crash;
 mod harness;
 mod shutdown;
+mod tsdb;
