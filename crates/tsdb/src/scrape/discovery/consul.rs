@@ -403,13 +403,15 @@ struct WatchContext {
 }
 
 impl WatchContext {
-    async fn send(&self, groups: Vec<TargetGroup>) -> bool {
+    /// Sends unless `stop` (the watch's own token) is cancelled first.
+    async fn send(&self, groups: Vec<TargetGroup>, stop: &Shutdown) -> bool {
         let update = Update {
             provider: self.provider,
             groups,
         };
         tokio::select! {
-            _ = self.stop.cancelled() => false,
+            biased;
+            _ = stop.cancelled() => false,
             sent = self.tx.send(update) => sent.is_ok(),
         }
     }
@@ -488,11 +490,13 @@ async fn watch_catalog(ctx: WatchContext) {
                             source: name,
                             ..Default::default()
                         };
-                        if !ctx.send(vec![empty]).await {
+                        if !ctx.send(vec![empty], &ctx.stop).await {
                             return;
                         }
                     }
-                    if watched.is_empty() && !ctx.send(vec![TargetGroup::default()]).await {
+                    if watched.is_empty()
+                        && !ctx.send(vec![TargetGroup::default()], &ctx.stop).await
+                    {
                         return;
                     }
                 }
@@ -537,7 +541,7 @@ async fn watch_service(ctx: WatchContext, name: String, stop: Shutdown) {
                     last_index = index;
                     let group =
                         service_group(&name, &ctx.datacenter, &config.tag_separator, &entries);
-                    if stop.is_cancelled() || !ctx.send(vec![group]).await {
+                    if !ctx.send(vec![group], &stop).await {
                         return;
                     }
                 }
