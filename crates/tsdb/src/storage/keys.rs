@@ -5,8 +5,12 @@
 //!   and value hold every series of the tenant (the "all postings").
 //! - `lookup`: `tenant \0 xxh3-128(labels)` → series id, so appends find a
 //!   series that is not in the head (after a restart) without a scan.
-//! - `chunks`: `id | maxt | seq` → [`ChunkValue`]; ids first so that one
-//!   seek reads a series' range; `maxt` (sign-flipped, BE) sorts by time.
+//! - `chunks`: head chunks cut from the head, `id | maxt | seq` → encoding,
+//!   min time, payload; ids first so that one seek reads a series' range;
+//!   `maxt` (sign-flipped, BE) sorts by time.
+//! - `blocks`: the immutable compacted chunks (one per series per block),
+//!   same layout, kept apart so their size is known and zstd sees only
+//!   them.
 //! - `meta`: counters and the per-block "dirty" marks that tell compaction
 //!   which series have uncompacted chunks in a block.
 
@@ -16,6 +20,7 @@ pub const CF_SERIES: &str = "series";
 pub const CF_POSTINGS: &str = "postings";
 pub const CF_LOOKUP: &str = "lookup";
 pub const CF_CHUNKS: &str = "chunks";
+pub const CF_BLOCKS: &str = "blocks";
 pub const CF_META: &str = "meta";
 
 pub const META_NEXT_ID: &[u8] = b"next_id";

@@ -108,6 +108,10 @@ pub struct StorageMetrics {
     pub head_series: Gauge,
     pub head_chunks_cut: Counter,
     pub compactions: Counter,
+    /// Samples written into compacted blocks.
+    pub block_samples: Counter,
+    /// Bytes of the compacted blocks on disk.
+    pub block_bytes: Gauge,
     pub checkpoints: Counter,
     pub wal: WalMetrics,
 }
@@ -143,6 +147,16 @@ impl StorageMetrics {
             "prometheus_tsdb_compactions",
             "Blocks compacted.",
             self.compactions.clone(),
+        );
+        registry.register(
+            "lucia_tsdb_block_samples",
+            "Samples written into compacted blocks.",
+            self.block_samples.clone(),
+        );
+        registry.register(
+            "lucia_tsdb_block_bytes",
+            "Bytes of compacted blocks on disk (after rocksdb's zstd).",
+            self.block_bytes.clone(),
         );
         registry.register(
             "prometheus_tsdb_checkpoint_creations",
@@ -542,18 +556,17 @@ impl Storage {
                         apply_sample(series, t, v, min_valid, floor, self.block_ms, &mut cut);
                     // A sample older than the series' newest may be a retry
                     // of one already stored: identical is not an error.
-                    let applied =
-                        match applied {
-                            Err(r @ (Rejection::OutOfOrder | Rejection::OutOfBounds)) => match self
-                                .stored_value(id, series, &cut, t)
-                                .map_err(storage_err)?
-                            {
-                                Some(bits) if bits == v.to_bits() => Ok(false),
-                                Some(_) => Err(Rejection::Duplicate),
-                                None => Err(r),
-                            },
-                            other => other,
-                        };
+                    let applied = match applied {
+                        Err(r @ (Rejection::OutOfOrder | Rejection::OutOfBounds)) => match self
+                            .stored_value(id, series, &cut, t)
+                            .map_err(storage_err)?
+                        {
+                            Some(bits) if bits == v.to_bits() => Ok(false),
+                            Some(_) => Err(Rejection::Duplicate),
+                            None => Err(r),
+                        },
+                        other => other,
+                    };
                     match applied {
                         Ok(true) => {
                             accepted.push((id, t, v));
@@ -788,7 +801,7 @@ impl Storage {
         }
         // Rewrite dirty (block, series) pairs.
         let meta = self.cf(keys::CF_META)?;
-        let chunks = self.cf(keys::CF_CHUNKS)?;
+        let blocks = self.cf(keys::CF_BLOCKS)?;
         let mut it = self.db.raw_iterator_cf(meta);
         it.seek([keys::META_DIRTY]);
         let mut batch = WriteBatch::default();
@@ -809,13 +822,14 @@ impl Storage {
             let mut samples = Vec::new();
             let mut old_keys = Vec::new();
             self.read_chunks(id, block, block_end - 1, &mut samples, Some(&mut old_keys))?;
-            for k in &old_keys {
-                batch.delete_cf(chunks, k);
+            for (cf_name, k) in &old_keys {
+                batch.delete_cf(self.cf(cf_name)?, k);
             }
             let samples = merge_samples(samples, block, block_end - 1);
+            self.metrics.block_samples.inc_by(samples.len() as u64);
             if let (Some(first), Some(last)) = (samples.first(), samples.last()) {
                 batch.put_cf(
-                    chunks,
+                    blocks,
                     keys::chunk_key(id, last.0, 0),
                     keys::encode_chunk_value(
                         ChunkEncoding::Columnar,
@@ -833,8 +847,20 @@ impl Storage {
             it.next();
         }
         self.write(batch)?;
+        self.db.flush_cf(blocks).map_err(db_err(&self.db_dir()))?;
         self.metrics.compactions.inc();
+        self.update_block_bytes();
         Ok(())
+    }
+
+    fn update_block_bytes(&self) {
+        if let Ok(blocks) = self.cf(keys::CF_BLOCKS)
+            && let Ok(Some(bytes)) = self
+                .db
+                .property_int_value_cf(blocks, "rocksdb.total-sst-files-size")
+        {
+            self.metrics.block_bytes.set(bytes as i64);
+        }
     }
 
     /// Moves the retention cutoff (time, then size) and drops what it
@@ -861,16 +887,17 @@ impl Storage {
         self.retention_cutoff.store(cutoff, Ordering::Relaxed);
         // Samples before the cutoff are also refused.
         self.min_valid_t.fetch_max(cutoff, Ordering::Relaxed);
-        let chunks = self.cf(keys::CF_CHUNKS)?;
-        self.db
-            .compact_range_cf(chunks, None::<&[u8]>, None::<&[u8]>);
+        for name in [keys::CF_CHUNKS, keys::CF_BLOCKS] {
+            self.db
+                .compact_range_cf(self.cf(name)?, None::<&[u8]>, None::<&[u8]>);
+        }
+        self.update_block_bytes();
         self.collect_garbage_series()
     }
 
     /// Deletes series that have no chunk left and are not in the head.
     fn collect_garbage_series(&self) -> Result<(), StorageError> {
         let series_cf = self.cf(keys::CF_SERIES)?;
-        let chunks = self.cf(keys::CF_CHUNKS)?;
         let postings = self.cf(keys::CF_POSTINGS)?;
         let lookup = self.cf(keys::CF_LOOKUP)?;
         let cutoff = self.retention_cutoff.load(Ordering::Relaxed);
@@ -886,7 +913,7 @@ impl Storage {
                 continue;
             };
             let in_head = self.head.lock().series.contains_key(&id);
-            if !in_head && !self.has_chunk_after(chunks, id, cutoff) {
+            if !in_head && !self.has_chunk_after(id, cutoff)? {
                 if let Some((tenant, labels)) = keys::decode_series(v) {
                     batch.delete_cf(postings, keys::postings_key(&tenant, "", "", id));
                     for (name, value) in &labels {
@@ -904,29 +931,35 @@ impl Storage {
         self.write(batch)
     }
 
-    fn has_chunk_after(&self, chunks: &rocksdb::ColumnFamily, id: u64, cutoff: i64) -> bool {
-        let mut it = self.db.raw_iterator_cf(chunks);
-        it.seek(keys::chunk_key(id, cutoff, 0));
-        it.valid() && it.key().and_then(keys::id_from) == Some(id)
+    fn has_chunk_after(&self, id: u64, cutoff: i64) -> Result<bool, StorageError> {
+        for name in [keys::CF_BLOCKS, keys::CF_CHUNKS] {
+            let mut it = self.db.raw_iterator_cf(self.cf(name)?);
+            it.seek(keys::chunk_key(id, cutoff, 0));
+            if it.valid() && it.key().and_then(keys::id_from) == Some(id) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// The oldest chunk time held, approximately (the first chunk key per
     /// series is its oldest; sampled over the first series).
     fn oldest_time(&self) -> Result<Option<i64>, StorageError> {
-        let chunks = self.cf(keys::CF_CHUNKS)?;
-        let mut it = self.db.raw_iterator_cf(chunks);
-        it.seek_to_first();
         let mut oldest: Option<i64> = None;
-        let mut seen = 0;
         let cutoff = self.retention_cutoff.load(Ordering::Relaxed);
-        while it.valid() && seen < 10_000 {
-            if let Some(v) = it.value().and_then(keys::decode_chunk_value)
-                && v.1 >= cutoff
-            {
-                oldest = Some(oldest.map_or(v.1, |o| o.min(v.1)));
+        for name in [keys::CF_BLOCKS, keys::CF_CHUNKS] {
+            let mut it = self.db.raw_iterator_cf(self.cf(name)?);
+            it.seek_to_first();
+            let mut seen = 0;
+            while it.valid() && seen < 10_000 {
+                if let Some(v) = it.value().and_then(keys::decode_chunk_value)
+                    && v.1 >= cutoff
+                {
+                    oldest = Some(oldest.map_or(v.1, |o| o.min(v.1)));
+                }
+                seen += 1;
+                it.next();
             }
-            seen += 1;
-            it.next();
         }
         Ok(oldest)
     }
@@ -936,48 +969,51 @@ impl Storage {
         dir_size(&self.opts.dir)
     }
 
-    /// Appends `id`'s samples in `[start, end]` from persisted chunks to
-    /// `out`; with `keys_out`, also the keys of the chunks read.
+    /// Appends `id`'s samples in `[start, end]` from persisted chunks
+    /// (blocks, then head chunks) to `out`; with `keys_out`, also the column
+    /// family and key of each chunk read.
     fn read_chunks(
         &self,
         id: u64,
         start: i64,
         end: i64,
         out: &mut Vec<(i64, f64)>,
-        mut keys_out: Option<&mut Vec<Vec<u8>>>,
+        mut keys_out: Option<&mut Vec<(&'static str, Vec<u8>)>>,
     ) -> Result<(), StorageError> {
-        let chunks = self.cf(keys::CF_CHUNKS)?;
-        let mut it = self.db.raw_iterator_cf(chunks);
-        it.seek(keys::chunk_key(id, start, 0));
-        // Chunks never span blocks, so no chunk ending a block past `end`
-        // can start before it.
-        let stop = end.saturating_add(self.block_ms);
-        while it.valid() {
-            let (Some(k), Some(v)) = (it.key(), it.value()) else {
-                break;
-            };
-            if keys::id_from(k) != Some(id) {
-                break;
-            }
-            let maxt = keys::unsortable(&k[8..]).unwrap_or(i64::MAX);
-            if maxt > stop {
-                break;
-            }
-            let Some((encoding, mint, payload)) = keys::decode_chunk_value(v) else {
-                return Err(StorageError::Corrupt { what: "chunk" });
-            };
-            if mint <= end && maxt >= start {
-                match encoding {
-                    ChunkEncoding::Xor => out.extend(XorIter::new(payload)),
-                    ChunkEncoding::Columnar => out.extend(
-                        columnar::decode(payload).ok_or(StorageError::Corrupt { what: "chunk" })?,
-                    ),
+        for name in [keys::CF_BLOCKS, keys::CF_CHUNKS] {
+            let mut it = self.db.raw_iterator_cf(self.cf(name)?);
+            it.seek(keys::chunk_key(id, start, 0));
+            // Chunks never span blocks, so no chunk ending a block past
+            // `end` can start before it.
+            let stop = end.saturating_add(self.block_ms);
+            while it.valid() {
+                let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                    break;
+                };
+                if keys::id_from(k) != Some(id) {
+                    break;
                 }
-                if let Some(keys_out) = keys_out.as_deref_mut() {
-                    keys_out.push(k.to_vec());
+                let maxt = keys::unsortable(&k[8..]).unwrap_or(i64::MAX);
+                if maxt > stop {
+                    break;
                 }
+                let Some((encoding, mint, payload)) = keys::decode_chunk_value(v) else {
+                    return Err(StorageError::Corrupt { what: "chunk" });
+                };
+                if mint <= end && maxt >= start {
+                    match encoding {
+                        ChunkEncoding::Xor => out.extend(XorIter::new(payload)),
+                        ChunkEncoding::Columnar => out.extend(
+                            columnar::decode(payload)
+                                .ok_or(StorageError::Corrupt { what: "chunk" })?,
+                        ),
+                    }
+                    if let Some(keys_out) = keys_out.as_deref_mut() {
+                        keys_out.push((name, k.to_vec()));
+                    }
+                }
+                it.next();
             }
-            it.next();
         }
         Ok(())
     }
@@ -1327,22 +1363,31 @@ fn open_db(dir: &Path, cutoff: Arc<AtomicI64>) -> Result<DB, StorageError> {
     // Large blocks let zstd see many series' chunks at once.
     table.set_block_size(64 << 10);
     chunk_opts.set_block_based_table_factory(&table);
-    chunk_opts.set_compaction_filter("retention", move |_level, key: &[u8], _value: &[u8]| {
-        let maxt = key
-            .get(8..16)
-            .and_then(keys::unsortable)
-            .unwrap_or(i64::MAX);
-        if maxt < cutoff.load(Ordering::Relaxed) {
-            rocksdb::compaction_filter::Decision::Remove
-        } else {
-            rocksdb::compaction_filter::Decision::Keep
+    let retention_filter = |cutoff: Arc<AtomicI64>| {
+        move |_level: u32, key: &[u8], _value: &[u8]| {
+            let maxt = key
+                .get(8..16)
+                .and_then(keys::unsortable)
+                .unwrap_or(i64::MAX);
+            if maxt < cutoff.load(Ordering::Relaxed) {
+                rocksdb::compaction_filter::Decision::Remove
+            } else {
+                rocksdb::compaction_filter::Decision::Keep
+            }
         }
-    });
+    };
+    let mut block_opts = chunk_opts.clone();
+    // Blocks are written once: spend more on compressing them.
+    block_opts.set_compression_options(-14, 9, 0, 0);
+    block_opts.set_bottommost_compression_options(-14, 9, 0, 0, true);
+    block_opts.set_compaction_filter("retention", retention_filter(cutoff.clone()));
+    chunk_opts.set_compaction_filter("retention", retention_filter(cutoff));
     let cfs = vec![
         ColumnFamilyDescriptor::new(keys::CF_SERIES, small()),
         ColumnFamilyDescriptor::new(keys::CF_POSTINGS, small()),
         ColumnFamilyDescriptor::new(keys::CF_LOOKUP, small()),
         ColumnFamilyDescriptor::new(keys::CF_CHUNKS, chunk_opts),
+        ColumnFamilyDescriptor::new(keys::CF_BLOCKS, block_opts),
         ColumnFamilyDescriptor::new(keys::CF_META, small()),
     ];
     DB::open_cf_descriptors(&db_opts, dir, cfs).map_err(db_err(dir))
