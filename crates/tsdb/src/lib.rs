@@ -3,12 +3,14 @@
 //!
 //! - [`storage`]: head, WAL, rocksdb index and chunks, compaction, retention;
 //! - [`remote_write`]: `POST /api/v1/write`;
+//! - [`scrape`]: scraping with service discovery and the targets API;
 //! - [`promql`]: the PromQL engine.
 
 pub mod api;
 pub mod append;
 pub mod promql;
 pub mod remote_write;
+pub mod scrape;
 pub mod storage;
 
 use std::path::PathBuf;
@@ -41,6 +43,25 @@ pub struct Config {
     pub wal_fsync: FsyncPolicy,
     /// How often the head is checkpointed so old WAL segments go.
     pub checkpoint_interval: ConfigDuration,
+    /// The ring of tsdb members that split the scrape targets (with
+    /// `kvstore.store: consul`, several tsdb processes shard by it).
+    pub ring: lucia_common::ring::RingConfig,
+    /// What to scrape; set from the config file's `global` and
+    /// `scrape_configs` (Prometheus' sections), not from this section.
+    #[serde(skip)]
+    pub scrape: ScrapeSetup,
+}
+
+/// What the role scrapes.
+#[derive(Debug, Clone, Default)]
+pub enum ScrapeSetup {
+    /// Nothing.
+    #[default]
+    Nothing,
+    /// The process itself (`lucia all` without `scrape_configs`).
+    Itself,
+    /// A Prometheus `global` + `scrape_configs`.
+    Config(Box<scrape::config::ScrapeFileConfig>),
 }
 
 impl Default for Config {
@@ -52,6 +73,8 @@ impl Default for Config {
             out_of_order_time_window: ConfigDuration::from_secs(0),
             wal_fsync: FsyncPolicy::Always,
             checkpoint_interval: ConfigDuration::from_secs(5 * 60),
+            ring: lucia_common::ring::RingConfig::default(),
+            scrape: ScrapeSetup::Nothing,
         }
     }
 }
@@ -64,6 +87,10 @@ pub enum Error {
     Storage(#[from] storage::StorageError),
     #[error("invalid tsdb.retention_size {0:?}: use a number with a unit such as 512MB or 10GB")]
     RetentionSize(String),
+    #[error(transparent)]
+    Scrape(#[from] scrape::ScrapeError),
+    #[error(transparent)]
+    Ring(#[from] lucia_common::ring::RingError),
 }
 
 /// Parses Prometheus' byte sizes (`B KB MB GB TB PB EB`, powers of 1024).
@@ -140,20 +167,90 @@ pub async fn start(config: Config, ctx: RoleContext) -> Result<Role, Error> {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    let router = remote_write::router(remote_write::WriteState {
+    let mut router = remote_write::router(remote_write::WriteState {
         appender: storage.clone(),
         multi_tenant: ctx.multi_tenant,
     })
     .merge(api::router(api_state));
+
+    let scrape_stop = Shutdown::new();
+    let mut lifecycler = None;
+    // Held until shutdown: dropping the manager stops its pools.
+    let mut scrape_manager = None;
+    let scrape_config = match config.scrape {
+        ScrapeSetup::Nothing => None,
+        ScrapeSetup::Itself => Some(self_scrape_config(ctx.advertise_addr)?),
+        ScrapeSetup::Config(c) => Some(*c),
+    };
+    if let Some(scrape_config) = scrape_config {
+        let mut options = scrape::ScrapeOptions::new(ctx.metrics.clone(), scrape_stop.clone());
+        if config.ring.kvstore.store == lucia_common::ring::KvStore::Consul {
+            // Several tsdb members: each scrapes the targets the ring gives it.
+            let instance_id = format!("tsdb-{}", ctx.advertise_addr);
+            let ring = lucia_common::ring::watch(
+                &config.ring,
+                "tsdb",
+                ctx.consul.as_ref(),
+                scrape_stop.clone(),
+            )
+            .await?;
+            let mut member = lucia_common::ring::Lifecycler::join(
+                &config.ring,
+                "tsdb",
+                instance_id.clone(),
+                ctx.advertise_addr.to_string(),
+                &storage_dir.join("tokens.json"),
+                ctx.consul.as_ref(),
+            )
+            .await?;
+            member
+                .set_state(lucia_common::ring::InstanceState::Active)
+                .await?;
+            lifecycler = Some(member);
+            options.sharding = Some(scrape::Sharding::from_ring(
+                ring,
+                instance_id,
+                scrape_stop.clone(),
+            ));
+        }
+        let manager = scrape::ScrapeManager::start(&scrape_config, storage.clone(), options)?;
+        router = router.merge(manager.router());
+        scrape_manager = Some(manager);
+    }
     ready.set(true);
     let shutdown = ctx.shutdown.clone();
     let stopped = async move {
         shutdown.cancelled().await;
+        scrape_stop.cancel();
+        drop(scrape_manager);
+        if let Some(member) = lifecycler
+            && let Err(e) = member.leave().await
+        {
+            tracing::warn!(err = %e, "tsdb: cannot leave the ring");
+        }
         if let Err(e) = storage.close().await {
             tracing::error!(err = %e, "tsdb: closing storage failed");
         }
     };
     Ok(Role::new("tsdb", router, stopped))
+}
+
+/// `lucia all` without scrape configs scrapes itself every 15 s.
+fn self_scrape_config(
+    addr: std::net::SocketAddr,
+) -> Result<scrape::config::ScrapeFileConfig, Error> {
+    let target = if addr.ip().is_unspecified() {
+        format!("127.0.0.1:{}", addr.port())
+    } else {
+        addr.to_string()
+    };
+    let yaml = format!(
+        "global:\n  scrape_interval: 15s\nscrape_configs:\n  - job_name: lucia\n    static_configs:\n      - targets: ['{target}']\n"
+    );
+    Ok(scrape::config::ScrapeFileConfig::parse(
+        std::path::Path::new("<built-in self-scrape config>"),
+        &yaml,
+    )?)
 }
 
 /// The Prometheus API's view of the storage.
