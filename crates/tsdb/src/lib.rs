@@ -3,12 +3,16 @@
 //!
 //! - [`storage`]: head, WAL, rocksdb index and chunks, compaction, retention;
 //! - [`remote_write`]: `POST /api/v1/write`;
+//! - [`remote_read`]: `POST /api/v1/read` and the fan-out across members;
+//! - [`scrape`]: scraping and service discovery;
+//! - [`api`]: Prometheus' HTTP API;
 //! - [`scrape`]: scraping with service discovery and the targets API;
 //! - [`promql`]: the PromQL engine.
 
 pub mod api;
 pub mod append;
 pub mod promql;
+pub mod remote_read;
 pub mod remote_write;
 pub mod scrape;
 pub mod storage;
@@ -46,6 +50,9 @@ pub struct Config {
     /// The ring of tsdb members that split the scrape targets (with
     /// `kvstore.store: consul`, several tsdb processes shard by it).
     pub ring: lucia_common::ring::RingConfig,
+    /// Other tsdb members (base URLs such as `http://tsdb-2:9090`) whose
+    /// data queries include, besides the ring's members.
+    pub peers: Vec<String>,
     /// What to scrape; set from the config file's `global` and
     /// `scrape_configs` (Prometheus' sections), not from this section.
     #[serde(skip)]
@@ -74,6 +81,7 @@ impl Default for Config {
             wal_fsync: FsyncPolicy::Always,
             checkpoint_interval: ConfigDuration::from_secs(5 * 60),
             ring: lucia_common::ring::RingConfig::default(),
+            peers: Vec::new(),
             scrape: ScrapeSetup::Nothing,
         }
     }
@@ -147,7 +155,49 @@ pub async fn start(config: Config, ctx: RoleContext) -> Result<Role, Error> {
         checkpoint_every,
         ctx.shutdown.clone(),
     ));
-    let mut api_state = api::ApiState::new(Arc::new(StorageBackend(storage.clone())));
+    let scrape_stop = Shutdown::new();
+    // Several tsdb members (a Consul ring): they split the scrape targets
+    // and answer queries over each other's data.
+    let mut lifecycler = None;
+    let mut ring = None;
+    let instance_id = format!("tsdb-{}", ctx.advertise_addr);
+    if config.ring.kvstore.store == lucia_common::ring::KvStore::Consul {
+        ring = Some(
+            lucia_common::ring::watch(
+                &config.ring,
+                "tsdb",
+                ctx.consul.as_ref(),
+                scrape_stop.clone(),
+            )
+            .await?,
+        );
+        let mut member = lucia_common::ring::Lifecycler::join(
+            &config.ring,
+            "tsdb",
+            instance_id.clone(),
+            ctx.advertise_addr.to_string(),
+            &storage_dir.join("tokens.json"),
+            ctx.consul.as_ref(),
+        )
+        .await?;
+        member
+            .set_state(lucia_common::ring::InstanceState::Active)
+            .await?;
+        lifecycler = Some(member);
+    }
+    let backend = Arc::new(StorageBackend {
+        storage: storage.clone(),
+        static_peers: config.peers.clone(),
+        ring: ring.clone(),
+        own_addr: ctx.advertise_addr.to_string(),
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()
+            .map_err(|e| Error::Io(std::io::Error::other(e)))?,
+        runtime: tokio::runtime::Handle::current(),
+    });
+
+    let mut api_state = api::ApiState::new(backend.clone());
     api_state.multi_tenant = ctx.multi_tenant;
     api_state.flags = [
         ("storage.tsdb.path", storage_dir.display().to_string()),
@@ -171,10 +221,12 @@ pub async fn start(config: Config, ctx: RoleContext) -> Result<Role, Error> {
         appender: storage.clone(),
         multi_tenant: ctx.multi_tenant,
     })
+    .merge(remote_read::router(remote_read::ReadState {
+        backend,
+        multi_tenant: ctx.multi_tenant,
+    }))
     .merge(api::router(api_state));
 
-    let scrape_stop = Shutdown::new();
-    let mut lifecycler = None;
     // Held until shutdown: dropping the manager stops its pools.
     let mut scrape_manager = None;
     let scrape_config = match config.scrape {
@@ -184,29 +236,8 @@ pub async fn start(config: Config, ctx: RoleContext) -> Result<Role, Error> {
     };
     if let Some(scrape_config) = scrape_config {
         let mut options = scrape::ScrapeOptions::new(ctx.metrics.clone(), scrape_stop.clone());
-        if config.ring.kvstore.store == lucia_common::ring::KvStore::Consul {
-            // Several tsdb members: each scrapes the targets the ring gives it.
-            let instance_id = format!("tsdb-{}", ctx.advertise_addr);
-            let ring = lucia_common::ring::watch(
-                &config.ring,
-                "tsdb",
-                ctx.consul.as_ref(),
-                scrape_stop.clone(),
-            )
-            .await?;
-            let mut member = lucia_common::ring::Lifecycler::join(
-                &config.ring,
-                "tsdb",
-                instance_id.clone(),
-                ctx.advertise_addr.to_string(),
-                &storage_dir.join("tokens.json"),
-                ctx.consul.as_ref(),
-            )
-            .await?;
-            member
-                .set_state(lucia_common::ring::InstanceState::Active)
-                .await?;
-            lifecycler = Some(member);
+        if let Some(ring) = ring {
+            // Each member scrapes the targets the ring gives it.
             options.sharding = Some(scrape::Sharding::from_ring(
                 ring,
                 instance_id,
@@ -253,12 +284,59 @@ fn self_scrape_config(
     )?)
 }
 
-/// The Prometheus API's view of the storage.
-struct StorageBackend(Arc<Storage>);
+/// The query side's view of the storage: the local one, or the union of
+/// every tsdb member's when there are peers.
+struct StorageBackend {
+    storage: Arc<Storage>,
+    static_peers: Vec<String>,
+    ring: Option<lucia_common::ring::Ring>,
+    own_addr: String,
+    client: reqwest::Client,
+    runtime: tokio::runtime::Handle,
+}
+
+impl StorageBackend {
+    /// Base URLs of the other members: the configured ones and the ring's
+    /// ACTIVE members.
+    fn peers(&self) -> Vec<String> {
+        let mut peers = self.static_peers.clone();
+        if let Some(ring) = &self.ring {
+            for member in ring.snapshot().instances() {
+                if member.addr != self.own_addr
+                    && member.state == lucia_common::ring::InstanceState::Active
+                {
+                    peers.push(format!("http://{}", member.addr));
+                }
+            }
+        }
+        peers
+    }
+
+    fn source_for(&self, tenant: &str, local_only: bool) -> Arc<dyn promql::SeriesSource> {
+        let local: Arc<dyn promql::SeriesSource> = Arc::new(self.storage.tenant(tenant));
+        let peers = if local_only { Vec::new() } else { self.peers() };
+        if peers.is_empty() {
+            return local;
+        }
+        Arc::new(remote_read::FanoutSource {
+            local,
+            peers,
+            tenant: tenant.to_string(),
+            client: self.client.clone(),
+            runtime: self.runtime.clone(),
+        })
+    }
+}
 
 impl api::QueryBackend for StorageBackend {
     fn source(&self, tenant: &str) -> Arc<dyn promql::SeriesSource> {
-        Arc::new(self.0.tenant(tenant))
+        self.source_for(tenant, false)
+    }
+}
+
+impl remote_read::ReadBackend for StorageBackend {
+    fn source(&self, tenant: &str, local_only: bool) -> Arc<dyn promql::SeriesSource> {
+        self.source_for(tenant, local_only)
     }
 }
 
