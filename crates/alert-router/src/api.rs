@@ -22,6 +22,9 @@ use crate::model::{
 use crate::silences::{ApiMatcher, NewSilence, Silence, SilenceError, SilenceState};
 use crate::state::{Shared, Tenant};
 
+/// The Alertmanager release whose API v2 this serves.
+pub const ALERTMANAGER_VERSION: &str = "0.25.0";
+
 /// What the handlers share.
 #[derive(Clone)]
 pub struct ApiState {
@@ -157,8 +160,9 @@ async fn status(State(state): State<ApiState>) -> Response {
                 "buildDate": "",
                 "buildUser": "lucia",
                 "goVersion": "none (rust)",
-                "revision": env!("CARGO_PKG_VERSION"),
-                "version": env!("CARGO_PKG_VERSION"),
+                "revision": concat!("lucia-", env!("CARGO_PKG_VERSION")),
+                // The API level served: amtool warns when it differs from its own.
+                "version": ALERTMANAGER_VERSION,
             },
         }),
     )
