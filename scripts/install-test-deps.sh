@@ -10,3 +10,12 @@ fi
 python3 -m pip install --quiet --disable-pip-version-check \
     pytest==8.3.5 python-logging-loki==0.3.1 requests python-snappy "moto[server]==5.2.5" \
     websocket-client==1.9.2
+
+# amtool, Alertmanager and Prometheus for the alert-router's real-client
+# tests (Debian's packages).
+if ! command -v amtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-alertmanager prometheus
+fi

@@ -177,6 +177,9 @@ async fn prometheus_sends_alerts() {
         .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
         .arg(format!("--storage.tsdb.path={}", dir.path().join("prom").display()))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        // The first alert can go out before the Alertmanager list is
+        // discovered; resend quickly instead of after a minute.
+        .arg("--rules.alert.resend-delay=1s")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
