@@ -150,10 +150,10 @@ impl TimeInterval {
             let mut v = Vec::new();
             for d in days {
                 let (a, b) = split_signed_range(d)?;
-                if a == 0 || a < -31 || a > 31 {
+                if a == 0 || !(-31..=31).contains(&a) {
                     return Err(format!("{a} is not a valid day of the month: out of range"));
                 }
-                if b == 0 || b < -31 || b > 31 {
+                if b == 0 || !(-31..=31).contains(&b) {
                     return Err(format!("{b} is not a valid day of the month: out of range"));
                 }
                 if a < 0 && b > 0 {
@@ -171,10 +171,10 @@ impl TimeInterval {
             for m in months {
                 let (a, b) = split_range(m);
                 let find = |n: &str| -> Result<u32, String> {
-                    if let Ok(i) = n.parse::<u32>() {
-                        if (1..=12).contains(&i) {
-                            return Ok(i);
-                        }
+                    if let Ok(i) = n.parse::<u32>()
+                        && (1..=12).contains(&i)
+                    {
+                        return Ok(i);
                     }
                     MONTHS
                         .iter()

@@ -141,7 +141,11 @@ struct AlertRouterArgs {
     #[arg(long = "storage.path", default_value = "data/", value_name = "DIR")]
     storage_path: PathBuf,
     /// Address of the HTTP listener
-    #[arg(long = "web.listen-address", default_value = "0.0.0.0:9093", value_name = "ADDR")]
+    #[arg(
+        long = "web.listen-address",
+        default_value = "0.0.0.0:9093",
+        value_name = "ADDR"
+    )]
     listen_address: SocketAddr,
     /// The URL the router is reachable at (links in notifications)
     #[arg(long = "web.external-url", value_name = "URL")]
@@ -150,7 +154,11 @@ struct AlertRouterArgs {
     #[arg(long = "web.route-prefix", value_name = "PATH")]
     route_prefix: Option<String>,
     /// How long expired silences are kept
-    #[arg(long = "data.retention", default_value = "120h", value_name = "DURATION")]
+    #[arg(
+        long = "data.retention",
+        default_value = "120h",
+        value_name = "DURATION"
+    )]
     data_retention: String,
     /// Require X-Scope-OrgID on every request and keep tenants apart
     #[arg(long = "auth.enabled")]
@@ -300,8 +308,8 @@ fn run_agent(args: AgentArgs) -> anyhow::Result<std::process::ExitCode> {
 /// `lucia alert-router --config.file alertmanager.yml`: the Alertmanager
 /// drop-in, with Alertmanager's flags.
 fn run_alert_router(args: AlertRouterArgs) -> anyhow::Result<std::process::ExitCode> {
-    let data_retention = lucia_common::duration::parse_duration(&args.data_retention)
-        .context("--data.retention")?;
+    let data_retention =
+        lucia_common::duration::parse_duration(&args.data_retention).context("--data.retention")?;
     let config = lucia_alert_router::Config {
         config_file: args.config_file.clone(),
         storage_path: Some(args.storage_path.clone()),
@@ -327,7 +335,10 @@ fn run_alert_router(args: AlertRouterArgs) -> anyhow::Result<std::process::ExitC
             .map_err(anyhow::Error::msg)?;
         let shutdown = Shutdown::new();
         server::cancel_on_signals(shutdown.clone());
-        tracing::info!(version = env!("CARGO_PKG_VERSION"), "starting lucia alert-router");
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            "starting lucia alert-router"
+        );
         lucia_alert_router::run(config, process, shutdown).await?;
         Ok::<_, anyhow::Error>(())
     })?;

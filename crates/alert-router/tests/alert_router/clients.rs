@@ -13,8 +13,8 @@ fn amtool(args: &[&str]) -> (bool, String) {
         return (false, String::new());
     };
     let out = Command::new(bin).args(args).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string()
-        + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
 }
 
@@ -35,7 +35,10 @@ async fn amtool_alerts_silences_and_config() {
     let dir = tempdir();
     let hook = Receiver::start(0).await;
     let routes = "  routes:\n  - matchers: ['severity=\"critical\"']\n    receiver: pager\n    continue: true";
-    let extra = format!("- name: pager\n  webhook_configs:\n  - url: {}\n    send_resolved: false", hook.url);
+    let extra = format!(
+        "- name: pager\n  webhook_configs:\n  - url: {}\n    send_resolved: false",
+        hook.url
+    );
     let config = config_with_webhook(&hook.url, routes, &extra);
     let router = Router::start(dir.path(), &config, false).await;
     let url = format!("--alertmanager.url={}", router.url);
@@ -50,22 +53,46 @@ async fn amtool_alerts_silences_and_config() {
     let (ok, out) = amtool_async(vec!["check-config".into(), file.display().to_string()]).await;
     assert!(ok, "{out}");
 
-    let (ok, out) = a(&["alert", "add", "alertname=DiskFull", "severity=critical", "--annotation=summary=disk"]).await;
+    let (ok, out) = a(&[
+        "alert",
+        "add",
+        "alertname=DiskFull",
+        "severity=critical",
+        "--annotation=summary=disk",
+    ])
+    .await;
     assert!(ok, "{out}");
     let (ok, out) = a(&["alert", "query"]).await;
-    assert!(ok && out.contains("DiskFull") && out.contains("disk"), "{out}");
+    assert!(
+        ok && out.contains("DiskFull") && out.contains("disk"),
+        "{out}"
+    );
     assert!(!out.contains("Warning"), "version warning: {out}");
     let (ok, out) = a(&["alert", "query", "-o", "json", "severity=critical"]).await;
     assert!(ok, "{out}");
     let listed: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(listed[0]["receivers"], json!([{"name": "pager"}]));
 
-    let (ok, sid) = a(&["silence", "add", "alertname=DiskFull", "-c", "maintenance", "-a", "ops", "-d", "1h"]).await;
+    let (ok, sid) = a(&[
+        "silence",
+        "add",
+        "alertname=DiskFull",
+        "-c",
+        "maintenance",
+        "-a",
+        "ops",
+        "-d",
+        "1h",
+    ])
+    .await;
     assert!(ok, "{sid}");
     let sid = sid.trim().to_string();
     assert_eq!(sid.len(), 36, "{sid}");
     let (ok, out) = a(&["silence", "query"]).await;
-    assert!(ok && out.contains(&sid) && out.contains("maintenance"), "{out}");
+    assert!(
+        ok && out.contains(&sid) && out.contains("maintenance"),
+        "{out}"
+    );
     let (ok, out) = a(&["silence", "query", "-q", "alertname=DiskFull"]).await;
     assert!(ok && out.trim() == sid, "{out}");
     let (ok, out) = a(&["alert", "query", "--silenced"]).await;
@@ -83,7 +110,14 @@ async fn amtool_alerts_silences_and_config() {
     assert!(ok && out.contains("pager"), "{out}");
     let (ok, out) = a(&["config", "routes", "test", "severity=critical"]).await;
     assert!(ok && out.contains("pager"), "{out}");
-    let (ok, out) = a(&["config", "routes", "test", "--verify.receivers=hook", "severity=info"]).await;
+    let (ok, out) = a(&[
+        "config",
+        "routes",
+        "test",
+        "--verify.receivers=hook",
+        "severity=info",
+    ])
+    .await;
     assert!(ok && out.contains("hook"), "{out}");
     router.stop().await;
 }
@@ -104,8 +138,14 @@ async fn fingerprints_match_a_real_alertmanager() {
         l.local_addr().unwrap().port()
     };
     let mut child = Command::new(am)
-        .arg(format!("--config.file={}", dir.path().join("am.yml").display()))
-        .arg(format!("--storage.path={}", dir.path().join("data").display()))
+        .arg(format!(
+            "--config.file={}",
+            dir.path().join("am.yml").display()
+        ))
+        .arg(format!(
+            "--storage.path={}",
+            dir.path().join("data").display()
+        ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .arg("--cluster.listen-address=")
         .stdout(std::process::Stdio::null())
@@ -116,7 +156,11 @@ async fn fingerprints_match_a_real_alertmanager() {
     let c = crate::client();
     let mut ready = false;
     for _ in 0..300 {
-        if c.get(format!("{am_url}/-/ready")).send().await.is_ok_and(|r| r.status() == 200) {
+        if c.get(format!("{am_url}/-/ready"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
             ready = true;
             break;
         }
@@ -127,9 +171,21 @@ async fn fingerprints_match_a_real_alertmanager() {
         alert(json!({"alertname": "A", "instance": "host:9100", "job": "node"})),
         alert(json!({"alertname": "B", "msg": "ünïcödé \"quoted\"\n"})),
     ]);
-    let resp = c.post(format!("{am_url}/api/v2/alerts")).json(&alerts).send().await.unwrap();
+    let resp = c
+        .post(format!("{am_url}/api/v2/alerts"))
+        .json(&alerts)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
-    let theirs: serde_json::Value = c.get(format!("{am_url}/api/v2/alerts")).send().await.unwrap().json().await.unwrap();
+    let theirs: serde_json::Value = c
+        .get(format!("{am_url}/api/v2/alerts"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let _ = child.kill();
     let _ = child.wait();
 
@@ -138,7 +194,12 @@ async fn fingerprints_match_a_real_alertmanager() {
     router.post_alerts(alerts).await;
     let ours = router.get_json("/api/v2/alerts", None).await;
     let fps = |v: &serde_json::Value| {
-        let mut f: Vec<String> = v.as_array().unwrap().iter().map(|a| a["fingerprint"].as_str().unwrap().to_string()).collect();
+        let mut f: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["fingerprint"].as_str().unwrap().to_string())
+            .collect();
         f.sort();
         f
     };
@@ -174,8 +235,14 @@ async fn prometheus_sends_alerts() {
         l.local_addr().unwrap().port()
     };
     let mut child = Command::new(prom)
-        .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
-        .arg(format!("--storage.tsdb.path={}", dir.path().join("prom").display()))
+        .arg(format!(
+            "--config.file={}",
+            dir.path().join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("prom").display()
+        ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         // The first alert can go out before the Alertmanager list is
         // discovered; resend quickly instead of after a minute.
@@ -190,6 +257,11 @@ async fn prometheus_sends_alerts() {
     assert_eq!(n["groupKey"], r#"{}:{alertname="AlwaysFiring"}"#);
     assert_eq!(n["alerts"][0]["labels"]["severity"], "page");
     assert_eq!(n["alerts"][0]["annotations"]["summary"], "from prometheus");
-    assert!(n["alerts"][0]["generatorURL"].as_str().unwrap().contains("/graph"));
+    assert!(
+        n["alerts"][0]["generatorURL"]
+            .as_str()
+            .unwrap()
+            .contains("/graph")
+    );
     router.stop().await;
 }

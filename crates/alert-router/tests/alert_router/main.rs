@@ -2,6 +2,8 @@
 //! local webhook receiver, and (when installed) amtool, Alertmanager and
 //! Prometheus from Debian's packages.
 
+#![allow(clippy::unwrap_used)]
+
 mod clients;
 mod pipeline;
 
@@ -57,7 +59,9 @@ impl Router {
             route_prefix: prefix.map(str::to_string),
             ..Default::default()
         };
-        let role = lucia_alert_router::start(config, ctx.clone()).await.unwrap();
+        let role = lucia_alert_router::start(config, ctx.clone())
+            .await
+            .unwrap();
         let shutdown = ctx.shutdown.clone();
         let task = tokio::spawn(async move {
             serve_roles(listener, &ctx, vec![role]).await.unwrap();
@@ -80,7 +84,9 @@ impl Router {
     }
 
     pub async fn post_alerts_as(&self, tenant: Option<&str>, alerts: Value) -> reqwest::Response {
-        let mut req = client().post(format!("{}/api/v2/alerts", self.url)).json(&alerts);
+        let mut req = client()
+            .post(format!("{}/api/v2/alerts", self.url))
+            .json(&alerts);
         if let Some(t) = tenant {
             req = req.header("X-Scope-OrgID", t);
         }
@@ -220,6 +226,8 @@ pub fn binary(names: &[&str]) -> Option<PathBuf> {
             }
         }
     }
-    eprintln!("NOTICE: none of {names:?} is installed; skipping (scripts/install-test-deps.sh installs them)");
+    eprintln!(
+        "NOTICE: none of {names:?} is installed; skipping (scripts/install-test-deps.sh installs them)"
+    );
     None
 }

@@ -49,7 +49,8 @@ async fn groups_alerts_and_sends_webhook_payload_v4() {
 
     // Resolving one alert notifies at the next group interval.
     let now = chrono::Utc::now().to_rfc3339();
-    let mut resolved = alert(json!({"alertname": "HighLoad", "instance": "b", "severity": "warning"}));
+    let mut resolved =
+        alert(json!({"alertname": "HighLoad", "instance": "b", "severity": "warning"}));
     resolved["endsAt"] = json!(now);
     router.post_alerts(json!([resolved])).await;
     let n = hook.next().await;
@@ -82,7 +83,12 @@ inhibit_rules:
   target_matchers: [severity="warning"]
   equal: [cluster]
 "#;
-    let router = Router::start(dir.path(), &config_with_webhook(&hook.url, "", inhibit), false).await;
+    let router = Router::start(
+        dir.path(),
+        &config_with_webhook(&hook.url, "", inhibit),
+        false,
+    )
+    .await;
     let sid = router.add_silence(None, "alertname", "Silenced").await;
     router
         .post_alerts(json!([
@@ -93,7 +99,7 @@ inhibit_rules:
         ]))
         .await;
     // The four groups flush together; only Source and Other get through.
-    let mut got = vec![hook.next().await, hook.next().await];
+    let mut got = [hook.next().await, hook.next().await];
     got.sort_by_key(|n| n["groupKey"].as_str().unwrap().to_string());
     assert_eq!(got[0]["groupKey"], r#"{}:{alertname="Other"}"#);
     assert_eq!(got[1]["groupKey"], r#"{}:{alertname="Source"}"#);
@@ -120,7 +126,10 @@ inhibit_rules:
         .await;
     assert_eq!(active_only.as_array().unwrap().len(), 2);
     let filtered = router
-        .get_json("/api/v2/alerts?filter=cluster%3D%22c1%22&filter=severity%3D~%22crit.*%22", None)
+        .get_json(
+            "/api/v2/alerts?filter=cluster%3D%22c1%22&filter=severity%3D~%22crit.*%22",
+            None,
+        )
         .await;
     assert_eq!(filtered.as_array().unwrap().len(), 1);
 
@@ -133,7 +142,9 @@ inhibit_rules:
     assert_eq!(resp.status(), 200);
     let n = hook.next().await;
     assert_eq!(n["groupKey"], r#"{}:{alertname="Silenced"}"#);
-    let s = router.get_json(&format!("/api/v2/silence/{sid}"), None).await;
+    let s = router
+        .get_json(&format!("/api/v2/silence/{sid}"), None)
+        .await;
     assert_eq!(s["status"]["state"], "expired");
     router.stop().await;
 }
@@ -158,7 +169,9 @@ async fn retries_until_the_receiver_answers() {
         .await
         .unwrap();
     assert!(
-        metrics.contains(r#"alertmanager_notification_requests_failed_total{integration="webhook"} 2"#),
+        metrics.contains(
+            r#"alertmanager_notification_requests_failed_total{integration="webhook"} 2"#
+        ),
         "{metrics}"
     );
     router.stop().await;
@@ -210,7 +223,11 @@ async fn reload_switches_routes_and_keeps_state() {
     let receivers = router.get_json("/api/v2/receivers", None).await;
     assert_eq!(receivers, json!([{"name": "hook"}]));
     // A bad file is refused and the old config stays.
-    std::fs::write(dir.path().join("alertmanager.yml"), "route:\n  receiver: nope\n").unwrap();
+    std::fs::write(
+        dir.path().join("alertmanager.yml"),
+        "route:\n  receiver: nope\n",
+    )
+    .unwrap();
     let resp = client()
         .post(format!("{}/-/reload", router.url))
         .send()
@@ -218,7 +235,10 @@ async fn reload_switches_routes_and_keeps_state() {
         .unwrap();
     assert_eq!(resp.status(), 500);
     let body = resp.text().await.unwrap();
-    assert!(body.contains("alertmanager.yml") && body.contains("nope"), "{body}");
+    assert!(
+        body.contains("alertmanager.yml") && body.contains("nope"),
+        "{body}"
+    );
     let extra = "- name: second\n  webhook_configs:\n  - url: ".to_string() + &hook.url;
     let routes = "  routes:\n  - matchers: [team=\"b\"]\n    receiver: second";
     std::fs::write(
@@ -243,7 +263,12 @@ async fn reload_switches_routes_and_keeps_state() {
     let silences = router.get_json("/api/v2/silences", None).await;
     assert_eq!(silences[0]["id"], sid);
     let status = router.get_json("/api/v2/status", None).await;
-    assert!(status["config"]["original"].as_str().unwrap().contains("second"));
+    assert!(
+        status["config"]["original"]
+            .as_str()
+            .unwrap()
+            .contains("second")
+    );
     router.stop().await;
 }
 
@@ -270,7 +295,10 @@ async fn tenants_are_kept_apart() {
     assert_eq!(a[0]["status"]["silencedBy"], json!([sid]));
     assert_eq!(b[0]["labels"]["alertname"], "B");
     assert_eq!(b[0]["status"]["state"], "active");
-    assert_eq!(router.get_json("/api/v2/silences", Some("team-b")).await, json!([]));
+    assert_eq!(
+        router.get_json("/api/v2/silences", Some("team-b")).await,
+        json!([])
+    );
     let resp = client()
         .get(format!("{}/api/v2/silence/{sid}", router.url))
         .header("X-Scope-OrgID", "team-b")
@@ -304,14 +332,26 @@ async fn bad_input_is_a_400_with_a_reason() {
     };
     let cases: Vec<(&str, &'static str, &str)> = vec![
         ("/api/v2/alerts", "{bad", "parsing alerts body"),
-        ("/api/v2/alerts", r#"[{"labels":{}}]"#, "at least one label pair required"),
-        ("/api/v2/alerts", r#"[{"labels":{"a":"b"},"startsAt":"yesterday"}]"#, "invalid time"),
+        (
+            "/api/v2/alerts",
+            r#"[{"labels":{}}]"#,
+            "at least one label pair required",
+        ),
+        (
+            "/api/v2/alerts",
+            r#"[{"labels":{"a":"b"},"startsAt":"yesterday"}]"#,
+            "invalid time",
+        ),
         (
             "/api/v2/alerts",
             r#"[{"labels":{"a":"b"},"startsAt":"2024-01-02T00:00:00Z","endsAt":"2024-01-01T00:00:00Z"}]"#,
             "start time must be before end time",
         ),
-        ("/api/v2/alerts", r#"[{"labels":{"a-b":"c"}}]"#, "invalid name"),
+        (
+            "/api/v2/alerts",
+            r#"[{"labels":{"a-b":"c"}}]"#,
+            "invalid name",
+        ),
         (
             "/api/v2/silences",
             r#"{"matchers":[],"startsAt":"2020-01-01T00:00:00Z","endsAt":"2020-01-01T00:00:00Z","createdBy":"a","comment":"b"}"#,
