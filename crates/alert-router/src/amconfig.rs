@@ -441,7 +441,6 @@ pub struct Receiver {
 }
 
 /// The loaded configuration.
-#[derive(Debug)]
 pub struct AmConfig {
     pub global: GlobalConfig,
     pub route: Arc<Route>,
@@ -452,6 +451,18 @@ pub struct AmConfig {
     pub template_files: Vec<PathBuf>,
     /// The file's text with secrets masked (`/api/v2/status`).
     pub original: String,
+    /// The default templates and the template files.
+    pub templates: lucia_common::gotemplate::Templates,
+}
+
+impl std::fmt::Debug for AmConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AmConfig")
+            .field("route", &self.route)
+            .field("receivers", &self.receivers.keys())
+            .field("inhibit_rules", &self.inhibit_rules.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A loading error naming the file and what to fix.
@@ -770,7 +781,11 @@ impl AmConfig {
             template_files.extend(glob_files(&full).map_err(|m| invalid("templates", m))?);
         }
 
+        let templates =
+            crate::templates::load(&template_files).map_err(|m| invalid("templates", m))?;
+
         Ok(Self {
+            templates,
             global,
             route: Arc::new(route),
             inhibit_rules,

@@ -14,6 +14,7 @@ pub mod notify;
 pub mod persist;
 pub mod silences;
 pub mod state;
+pub mod templates;
 pub mod timeinterval;
 
 use std::path::PathBuf;
