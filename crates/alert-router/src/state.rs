@@ -463,6 +463,7 @@ async fn notify_group(
         group_key: &group.key,
         group_labels: &group.labels,
         external_url: &shared.external_url,
+        templates: &config.templates,
         now,
     };
     let results = futures::future::join_all(integrations.iter().map(|(integration, idx)| {

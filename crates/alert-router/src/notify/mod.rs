@@ -1,6 +1,9 @@
 //! Notifications: the data every integration renders (Alertmanager's
 //! template data), the integrations, and retries with backoff.
 
+pub mod email;
+pub mod pagerduty;
+pub mod slack;
 pub mod webhook;
 
 use std::collections::BTreeMap;
@@ -8,7 +11,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::amconfig::{HttpConfig, Receiver, WebhookConfig};
+use crate::amconfig::{
+    EmailConfig, HttpConfig, PagerdutyConfig, Receiver, SlackConfig, WebhookConfig,
+};
 use crate::model::{Alert, LabelSet, Time, fingerprint_string, format_rfc3339_nano, zero_time};
 
 /// Serializes a time the way Go's `encoding/json` does.
@@ -127,12 +132,24 @@ impl NotifyError {
 #[derive(Debug, Clone)]
 pub enum Integration {
     Webhook(WebhookConfig),
+    Email(EmailConfig),
+    Slack(SlackConfig),
+    Pagerduty(PagerdutyConfig),
 }
 
 impl Integration {
     /// The integrations of a receiver with their index per kind.
     pub fn of(receiver: &Receiver) -> Vec<(Integration, usize)> {
         let mut out = Vec::new();
+        for (i, c) in receiver.emails.iter().enumerate() {
+            out.push((Integration::Email(c.clone()), i));
+        }
+        for (i, c) in receiver.pagerduties.iter().enumerate() {
+            out.push((Integration::Pagerduty(c.clone()), i));
+        }
+        for (i, c) in receiver.slacks.iter().enumerate() {
+            out.push((Integration::Slack(c.clone()), i));
+        }
         for (i, w) in receiver.webhooks.iter().enumerate() {
             out.push((Integration::Webhook(w.clone()), i));
         }
@@ -142,18 +159,27 @@ impl Integration {
     pub fn name(&self) -> &'static str {
         match self {
             Integration::Webhook(_) => "webhook",
+            Integration::Email(_) => "email",
+            Integration::Slack(_) => "slack",
+            Integration::Pagerduty(_) => "pagerduty",
         }
     }
 
     pub fn send_resolved(&self) -> bool {
         match self {
             Integration::Webhook(c) => c.send_resolved.unwrap_or(true),
+            Integration::Email(c) => c.send_resolved.unwrap_or(false),
+            Integration::Slack(c) => c.send_resolved.unwrap_or(false),
+            Integration::Pagerduty(c) => c.send_resolved.unwrap_or(true),
         }
     }
 
     pub async fn notify(&self, env: &NotifyEnv<'_>, alerts: &[Alert]) -> Result<(), NotifyError> {
         match self {
             Integration::Webhook(c) => webhook::notify(c, env, alerts).await,
+            Integration::Email(c) => email::notify(c, env, alerts).await,
+            Integration::Slack(c) => slack::notify(c, env, alerts).await,
+            Integration::Pagerduty(c) => pagerduty::notify(c, env, alerts).await,
         }
     }
 }
@@ -165,6 +191,7 @@ pub struct NotifyEnv<'a> {
     pub group_key: &'a str,
     pub group_labels: &'a LabelSet,
     pub external_url: &'a str,
+    pub templates: &'a lucia_common::gotemplate::Templates,
     pub now: Time,
 }
 
@@ -177,6 +204,22 @@ impl NotifyEnv<'_> {
             self.external_url,
             self.now,
         )
+    }
+
+    /// The data of `alerts` as template values.
+    pub fn template_data(&self, alerts: &[Alert]) -> lucia_common::gotemplate::Value {
+        crate::templates::data_value(&self.data(alerts))
+    }
+
+    /// Renders a config field's template.
+    pub fn render(
+        &self,
+        text: &str,
+        data: &lucia_common::gotemplate::Value,
+    ) -> Result<String, NotifyError> {
+        self.templates
+            .render(text, data)
+            .map_err(|e| NotifyError::fatal(format!("template: {e}")))
     }
 }
 

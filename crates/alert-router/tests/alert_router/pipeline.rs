@@ -406,3 +406,166 @@ async fn bad_input_is_a_400_with_a_reason() {
     assert_eq!(resp.status(), 404);
     router.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_and_pagerduty_payloads() {
+    let dir = tempdir();
+    let mut hook = Receiver::start(0).await;
+    let config = format!(
+        r#"
+route:
+  receiver: chat
+  group_by: [alertname]
+  group_wait: 1s
+  group_interval: 2s
+receivers:
+- name: chat
+  slack_configs:
+  - api_url: {url}
+    channel: '#alerts'
+    fields:
+    - title: Team
+      value: '{{{{ .CommonLabels.team }}}}'
+  pagerduty_configs:
+  - routing_key: secret-key
+    url: {url}
+    severity: '{{{{ .CommonLabels.severity }}}}'
+"#,
+        url = hook.url
+    );
+    let router = Router::start(dir.path(), &config, false).await;
+    let status = router.get_json("/api/v2/status", None).await;
+    let original = status["config"]["original"].as_str().unwrap();
+    assert!(
+        original.contains("routing_key: <secret>") && !original.contains("secret-key"),
+        "{original}"
+    );
+    router
+        .post_alerts(json!([alert(
+            json!({"alertname": "Down", "team": "db", "severity": "critical"})
+        )]))
+        .await;
+    let (a, b) = (hook.next().await, hook.next().await);
+    let (slack, pd) = if a.get("attachments").is_some() {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    assert_eq!(slack["channel"], "#alerts");
+    assert_eq!(slack["username"], "Alertmanager");
+    let att = &slack["attachments"][0];
+    assert_eq!(att["title"], "[FIRING:1] Down (critical db)");
+    assert_eq!(att["color"], "danger");
+    assert_eq!(
+        att["fields"][0],
+        json!({"title": "Team", "value": "db", "short": false})
+    );
+    assert!(
+        att["title_link"]
+            .as_str()
+            .unwrap()
+            .ends_with("/#/alerts?receiver=chat")
+    );
+    assert_eq!(pd["routing_key"], "secret-key");
+    assert_eq!(pd["event_action"], "trigger");
+    assert_eq!(pd["payload"]["severity"], "critical");
+    assert_eq!(pd["payload"]["summary"], "[FIRING:1] Down (critical db)");
+    assert_eq!(pd["payload"]["custom_details"]["num_firing"], "1");
+    assert_eq!(pd["dedup_key"].as_str().unwrap().len(), 32);
+    router.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_over_smtp() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let smtp_addr = listener.local_addr().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Vec<String>, String)>();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let (rd, mut wr) = stream.into_split();
+        let mut rd = BufReader::new(rd);
+        wr.write_all(b"220 fake ESMTP\r\n").await.unwrap();
+        let mut commands = Vec::new();
+        let mut data = String::new();
+        let mut in_data = false;
+        loop {
+            let mut line = String::new();
+            if rd.read_line(&mut line).await.unwrap() == 0 {
+                break;
+            }
+            if in_data {
+                if line == ".\r\n" {
+                    in_data = false;
+                    wr.write_all(b"250 queued\r\n").await.unwrap();
+                } else {
+                    data.push_str(&line);
+                }
+                continue;
+            }
+            commands.push(line.trim().to_string());
+            let reply: &[u8] = match line.split_whitespace().next().unwrap_or("") {
+                "EHLO" => b"250-fake\r\n250 AUTH PLAIN LOGIN\r\n",
+                "AUTH" => b"235 ok\r\n",
+                "DATA" => {
+                    in_data = true;
+                    b"354 go\r\n"
+                }
+                "QUIT" => {
+                    wr.write_all(b"221 bye\r\n").await.unwrap();
+                    break;
+                }
+                _ => b"250 ok\r\n",
+            };
+            wr.write_all(reply).await.unwrap();
+        }
+        tx.send((commands, data)).unwrap();
+    });
+    let dir = tempdir();
+    let config = format!(
+        r#"
+global:
+  smtp_smarthost: {smtp_addr}
+  smtp_from: lucia@example.org
+  smtp_require_tls: false
+route:
+  receiver: mail
+  group_wait: 1s
+receivers:
+- name: mail
+  email_configs:
+  - to: 'Ops <ops@example.org>'
+    auth_username: user
+    auth_password: pass
+    text: 'plain {{{{ .Status }}}}'
+"#
+    );
+    let router = Router::start(dir.path(), &config, false).await;
+    router
+        .post_alerts(json!([alert(json!({"alertname": "Mail"}))]))
+        .await;
+    let (commands, data) = tokio::time::timeout(std::time::Duration::from_secs(60), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        commands.contains(&"MAIL FROM:<lucia@example.org>".to_string()),
+        "{commands:?}"
+    );
+    assert!(
+        commands.contains(&"RCPT TO:<ops@example.org>".to_string()),
+        "{commands:?}"
+    );
+    assert!(
+        commands.iter().any(|c| c.starts_with("AUTH PLAIN ")),
+        "{commands:?}"
+    );
+    assert!(
+        data.contains("Subject: [FIRING:1]  (Mail)") || data.contains("Subject: [FIRING:1]"),
+        "{data}"
+    );
+    assert!(data.contains("To: Ops <ops@example.org>"), "{data}");
+    assert!(data.contains("Content-Type: text/html"), "{data}");
+    assert!(data.contains("Content-Type: text/plain"), "{data}");
+    router.stop().await;
+}
