@@ -1,7 +1,20 @@
 #!/usr/bin/env bash
-# Installs what the tests need on a fresh machine: cargo-nextest and the
-# Python client libraries the real-client tests use.
+# Installs what the tests need on a fresh machine: cargo-nextest, the
+# Python client libraries the real-client tests use, and Debian's
+# prometheus package (prometheus and promtool, for the tsdb API's
+# side-by-side tests).
 set -euo pipefail
+
+# rocksdb (tsdb) needs libclang at build time for its bindings.
+need_apt=()
+dpkg -s libclang-dev >/dev/null 2>&1 || need_apt+=(libclang-dev)
+# prometheus and promtool: the tsdb's side-by-side tests.
+command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q "${need_apt[@]}"
+fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then
     cargo install --locked cargo-nextest

@@ -2,6 +2,7 @@
 //! one process on one port.
 
 mod bench;
+mod bench_remote_write;
 mod config;
 
 use std::net::SocketAddr;
@@ -39,7 +40,7 @@ enum Command {
     Ingester(RoleArgs),
     /// Serve the Loki read API: LogQL over the ingesters and the object store, and live tail
     Querier(RoleArgs),
-    /// Scrape and store metrics, serve PromQL (not implemented yet: /ready and /metrics only)
+    /// Store metrics: remote write receiver, WAL, head, rocksdb index and blocks (takes Prometheus' --storage.tsdb.* and --web.listen-address flags)
     Tsdb(RoleArgs),
     /// Evaluate recording and alerting rules (not implemented yet: /ready and /metrics only)
     Ruler(RoleArgs),
@@ -77,6 +78,8 @@ enum TestCommand {
 enum BenchCommand {
     /// Push log lines from a file as fast as the server takes them
     Push(bench::PushBenchArgs),
+    /// Send a metrics remote-write workload to Lucia or Prometheus as fast as it takes it
+    RemoteWrite(bench_remote_write::RemoteWriteBenchArgs),
 }
 
 #[derive(Args, Clone)]
@@ -87,8 +90,12 @@ struct RoleArgs {
     /// Replace ${VAR} and ${VAR:-default} in the config file with environment variables
     #[arg(long = "config.expand-env")]
     config_expand_env: bool,
-    /// Address of the HTTP and gRPC listener [default: 0.0.0.0:3100, or the config file's server.http_listen_address]
-    #[arg(long = "http.listen-address", value_name = "ADDR")]
+    /// Address of the HTTP and gRPC listener (alias: --web.listen-address) [default: 0.0.0.0:3100, 0.0.0.0:9090 for tsdb, or the config file's server.http_listen_address]
+    #[arg(
+        long = "http.listen-address",
+        alias = "web.listen-address",
+        value_name = "ADDR"
+    )]
     listen_address: Option<SocketAddr>,
     /// Directory for the WAL, tokens and the local object store [default: ./data]
     #[arg(long = "data.dir", value_name = "DIR")]
@@ -102,6 +109,38 @@ struct RoleArgs {
     /// Require X-Scope-OrgID on every request (Loki's auth_enabled)
     #[arg(long = "auth.enabled")]
     auth_enabled: Option<bool>,
+    /// tsdb: where metrics are stored [default: tsdb.path, or <data.dir>/tsdb]
+    #[arg(long = "storage.tsdb.path", value_name = "DIR")]
+    tsdb_path: Option<PathBuf>,
+    /// tsdb: how long samples are kept, relative to the newest [default: tsdb.retention_time, or 15d]
+    #[arg(long = "storage.tsdb.retention.time", value_name = "DURATION", value_parser = parse_duration_flag)]
+    tsdb_retention_time: Option<lucia_common::duration::ConfigDuration>,
+    /// tsdb: maximum bytes of storage, oldest blocks deleted first, e.g. 10GB [default: tsdb.retention_size, or no limit]
+    #[arg(long = "storage.tsdb.retention.size", value_name = "SIZE")]
+    tsdb_retention_size: Option<String>,
+}
+
+fn parse_duration_flag(s: &str) -> Result<lucia_common::duration::ConfigDuration, String> {
+    lucia_common::duration::parse_duration(s)
+        .map(lucia_common::duration::ConfigDuration)
+        .map_err(|e| e.to_string())
+}
+
+impl RoleArgs {
+    /// The tsdb section with the command line's overrides.
+    fn tsdb_config(&self, file: &FileConfig) -> lucia_tsdb::Config {
+        let mut config = file.tsdb.clone();
+        if let Some(path) = &self.tsdb_path {
+            config.path = Some(path.clone());
+        }
+        if let Some(t) = self.tsdb_retention_time {
+            config.retention_time = t;
+        }
+        if let Some(size) = &self.tsdb_retention_size {
+            config.retention_size = Some(size.clone());
+        }
+        config
+    }
 }
 
 #[derive(Args, Clone)]
@@ -227,6 +266,14 @@ fn real_main() -> anyhow::Result<std::process::ExitCode> {
             .build()
             .context("cannot start the async runtime")?;
         runtime.block_on(bench::push(args))?;
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    if let Command::Bench(BenchCommand::RemoteWrite(args)) = cli.command {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        runtime.block_on(bench_remote_write::remote_write(args))?;
         return Ok(std::process::ExitCode::SUCCESS);
     }
     if let Command::Test(TestCommand::Logql { files }) = &cli.command {
@@ -397,11 +444,13 @@ fn test_promql(files: &[PathBuf]) -> anyhow::Result<std::process::ExitCode> {
 }
 
 async fn run(role: &str, args: RoleArgs, file: FileConfig) -> anyhow::Result<()> {
+    let default_port = if role == "tsdb" { 9090 } else { 3100 };
+    let tsdb = args.tsdb_config(&file);
     let process = ProcessConfig {
         listen_address: args
             .listen_address
             .or(file.server.http_listen_address)
-            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 3100))),
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], default_port))),
         data_dir: args
             .data_dir
             .or_else(|| file.data_dir.clone())
@@ -415,13 +464,13 @@ async fn run(role: &str, args: RoleArgs, file: FileConfig) -> anyhow::Result<()>
     server::cancel_on_signals(shutdown.clone());
     tracing::info!(role, version = env!("CARGO_PKG_VERSION"), "starting lucia");
     match role {
-        "all" => run_all(process, file, shutdown).await,
+        "all" => run_all(process, file, tsdb, shutdown).await,
         "distributor" => {
             Ok(lucia_ingester::distributor::run(file.distributor(), process, shutdown).await?)
         }
         "ingester" => Ok(lucia_ingester::ingester::run(file.ingester(), process, shutdown).await?),
         "querier" => Ok(lucia_querier::run(file.querier(), process, shutdown).await?),
-        "tsdb" => Ok(lucia_tsdb::run(file.tsdb, process, shutdown).await?),
+        "tsdb" => Ok(lucia_tsdb::run(tsdb, process, shutdown).await?),
         "ruler" => Ok(lucia_ruler::run(file.ruler, process, shutdown).await?),
         "gateway" => Ok(lucia_gateway::run(file.gateway, process, shutdown).await?),
         other => anyhow::bail!("unknown role {other}"),
@@ -433,6 +482,7 @@ async fn run(role: &str, args: RoleArgs, file: FileConfig) -> anyhow::Result<()>
 async fn run_all(
     process: ProcessConfig,
     file: FileConfig,
+    tsdb: lucia_tsdb::Config,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let (listener, advertise_addr) = server::bind(process.listen_address)
@@ -453,6 +503,7 @@ async fn run_all(
         lucia_ingester::ingester::start(file.ingester(), ctx.clone()).await?,
         lucia_ingester::distributor::start(file.distributor(), ctx.clone()).await?,
         lucia_querier::start(file.querier(), ctx.clone()).await?,
+        lucia_tsdb::start(tsdb, ctx.clone()).await?,
         lucia_alert_router::start(file.alert_router_all(), ctx.clone()).await?,
     ];
     tracing::info!(addr = %advertise_addr, "lucia all listening");

@@ -14,5 +14,6 @@ pub mod store;
 pub mod telemetry;
 pub mod tenant;
 pub mod time;
+pub mod wal;
 
 pub use tokio_util::sync::CancellationToken as Shutdown;

@@ -5,4 +5,6 @@ mod agent;
 mod cluster;
 mod crash;
 mod harness;
+mod prometheus;
 mod shutdown;
+mod tsdb;

@@ -12,7 +12,9 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use promql_parser::label::{MatchOp as PMatchOp, Matchers};
 use promql_parser::parser::value::ValueType;
@@ -41,10 +43,25 @@ pub struct Engine {
     pub lookback_ms: i64,
     /// The step of a subquery written without one (ms).
     pub subquery_step_ms: i64,
-    /// The most samples one evaluation step may hold (Prometheus'
-    /// `--query.max-samples`).
+    /// The most samples a query may hold in memory at once (Prometheus'
+    /// `--query.max-samples`): what its selectors load for one step plus,
+    /// for a range query, the result points gathered so far.
     pub max_samples: usize,
+    /// How long one query may run (Prometheus' `--query.timeout`); `None`
+    /// for no limit. Checked cooperatively between steps and while
+    /// samples are loaded.
+    pub timeout: Option<Duration>,
+    /// Set by the caller to stop a running query (the client went away).
+    pub cancel: Option<Arc<AtomicBool>>,
 }
+
+/// Prometheus' message when a query exceeds `--query.max-samples`.
+pub const TOO_MANY_SAMPLES: &str =
+    "query processing would load too many samples into memory in query execution";
+/// Prometheus' message when a query exceeds its timeout.
+pub const TIMED_OUT: &str = "query timed out in expression evaluation";
+/// Prometheus' message when a query is canceled.
+pub const CANCELED: &str = "query was canceled in expression evaluation";
 
 /// The most points a range query may return per series, as Prometheus'
 /// HTTP API allows.
@@ -56,6 +73,8 @@ impl Default for Engine {
             lookback_ms: 5 * 60 * 1000,
             subquery_step_ms: 60 * 1000,
             max_samples: 50_000_000,
+            timeout: Some(Duration::from_secs(120)),
+            cancel: None,
         }
     }
 }
@@ -131,7 +150,7 @@ impl Engine {
                 "end timestamp must not be before start time".into(),
             ));
         }
-        if (end_ms - start_ms) / step_ms >= MAX_POINTS_PER_SERIES {
+        if (end_ms - start_ms) / step_ms > MAX_POINTS_PER_SERIES {
             return Err(Error::Parse(
                 "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)".into(),
             ));
@@ -158,13 +177,21 @@ impl Engine {
             out[i].points.push((t, f));
         };
         let mut t = start_ms;
+        // Result points gathered so far: they stay in memory while the
+        // next steps load their samples.
+        let mut held = 0usize;
         while t <= end_ms {
-            // The limit is on what one step holds at once.
-            ev.samples.set(0);
+            ev.check_deadline()?;
+            ev.samples.set(held);
             match ev.eval(&expr, t)? {
-                Val::Scalar(f) => push(Labels::new(), t, f),
+                Val::Scalar(f) => {
+                    held = held.saturating_add(1);
+                    push(Labels::new(), t, f)
+                }
                 Val::Vector(v) => {
-                    for s in finish_vector(v)? {
+                    let v = finish_vector(v)?;
+                    held = held.saturating_add(v.len());
+                    for s in v {
                         push(s.labels, t, s.f);
                     }
                 }
@@ -174,6 +201,9 @@ impl Engine {
                             .into(),
                     ));
                 }
+            }
+            if held > self.max_samples {
+                return exec(TOO_MANY_SAMPLES);
             }
             t = t.saturating_add(step_ms);
             if t == i64::MAX {
@@ -290,6 +320,11 @@ pub(crate) struct Evaluator<'a> {
     max_samples: usize,
     /// Samples loaded by selectors and subqueries so far.
     samples: std::cell::Cell<usize>,
+    /// When the query must stop, and the caller's cancel flag.
+    deadline: Option<Instant>,
+    cancel: Option<Arc<AtomicBool>>,
+    /// Calls of `account` since the deadline was last checked.
+    since_check: std::cell::Cell<u32>,
     /// The time range every selector of the query reads from.
     bounds: (i64, i64),
     cache: RefCell<HashMap<String, Rc<Vec<RawSeries>>>>,
@@ -300,6 +335,9 @@ impl<'a> Evaluator<'a> {
         Self {
             max_samples: engine.max_samples,
             samples: std::cell::Cell::new(0),
+            deadline: engine.timeout.and_then(|d| Instant::now().checked_add(d)),
+            cancel: engine.cancel.clone(),
+            since_check: std::cell::Cell::new(0),
             step,
             bounds: (i64::MIN, i64::MAX),
             source,
@@ -415,17 +453,39 @@ impl<'a> Evaluator<'a> {
                 .select(&matchers, self.bounds.0, self.bounds.1)?,
         );
         self.cache.borrow_mut().insert(key, series.clone());
+        self.check_deadline()?;
         Ok(series)
     }
 
-    /// Counts `n` samples against the query's limit.
+    /// Counts `n` samples against the query's limit, and now and then
+    /// checks the deadline.
     fn account(&self, n: usize) -> Result<(), Error> {
         let total = self.samples.get().saturating_add(n);
         self.samples.set(total);
         if total > self.max_samples {
-            return exec(
-                "query processing would load too many samples into memory in query execution",
-            );
+            return exec(TOO_MANY_SAMPLES);
+        }
+        let calls = self.since_check.get() + 1;
+        if calls >= 1024 {
+            self.since_check.set(0);
+            self.check_deadline()?;
+        } else {
+            self.since_check.set(calls);
+        }
+        Ok(())
+    }
+
+    /// Fails once the query ran past its timeout or was canceled.
+    pub(crate) fn check_deadline(&self) -> Result<(), Error> {
+        if self
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+        {
+            return Err(Error::Canceled(CANCELED.into()));
+        }
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(Error::Timeout(TIMED_OUT.into()));
         }
         Ok(())
     }
@@ -545,6 +605,7 @@ impl<'a> Evaluator<'a> {
         let mut index: HashMap<Labels, usize> = HashMap::new();
         let mut series: Vec<MSer> = Vec::new();
         while ts <= end {
+            self.check_deadline()?;
             let v = match self.eval(&sq.expr, ts)? {
                 Val::Vector(v) => v,
                 Val::Scalar(f) => vec![El {
@@ -1292,7 +1353,7 @@ mod tests {
             Err(Error::Parse(_))
         ));
         assert!(matches!(
-            e.range_query(&src, "c", 0, 11_000_000, 1_000),
+            e.range_query(&src, "c", 0, 11_001_000, 1_000),
             Err(Error::Parse(_))
         ));
         let small = Engine {

@@ -66,6 +66,12 @@ pub enum Error {
     /// The storage failed.
     #[error("storage: {0}")]
     Source(String),
+    /// The query ran past its timeout (`timeout`).
+    #[error("{0}")]
+    Timeout(String),
+    /// The query was canceled (`canceled`).
+    #[error("{0}")]
+    Canceled(String),
 }
 
 /// Formats a label set as Prometheus does: `{a="1", b="2"}`.

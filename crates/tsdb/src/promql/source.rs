@@ -79,4 +79,68 @@ pub trait SeriesSource: Send + Sync {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Vec<RawSeries>, Error>;
+
+    /// Label sets of the series that match all `matchers` and have samples
+    /// in `[start_ms, end_ms]` (the Prometheus `series` API). Storage with
+    /// an index overrides this to avoid reading samples.
+    fn series(
+        &self,
+        matchers: &[LabelMatcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<Labels>, Error> {
+        Ok(self
+            .select(matchers, start_ms, end_ms)?
+            .into_iter()
+            .map(|s| s.labels)
+            .collect())
+    }
+
+    /// Sorted, distinct label names of the matching series (all series
+    /// when `matchers` is empty).
+    fn label_names(
+        &self,
+        matchers: &[LabelMatcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<String>, Error> {
+        let all = match_all_when_empty(matchers)?;
+        let mut names = std::collections::BTreeSet::new();
+        for labels in self.series(&all, start_ms, end_ms)? {
+            names.extend(labels.into_keys());
+        }
+        Ok(names.into_iter().collect())
+    }
+
+    /// Sorted, distinct values of label `name` over the matching series
+    /// (all series when `matchers` is empty).
+    fn label_values(
+        &self,
+        name: &str,
+        matchers: &[LabelMatcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<String>, Error> {
+        let all = match_all_when_empty(matchers)?;
+        let mut values = std::collections::BTreeSet::new();
+        for mut labels in self.series(&all, start_ms, end_ms)? {
+            if let Some(v) = labels.remove(name) {
+                values.insert(v);
+            }
+        }
+        Ok(values.into_iter().collect())
+    }
+}
+
+/// `matchers`, or one matcher that every series passes when it is empty.
+fn match_all_when_empty(matchers: &[LabelMatcher]) -> Result<Vec<LabelMatcher>, Error> {
+    if matchers.is_empty() {
+        Ok(vec![LabelMatcher::new(
+            super::METRIC_NAME,
+            MatchOp::Regex,
+            ".+",
+        )?])
+    } else {
+        Ok(matchers.to_vec())
+    }
 }

@@ -1,3 +1,4 @@
 //! Integration tests of the tsdb crate (one binary).
 
+mod api;
 mod promql_conformance;

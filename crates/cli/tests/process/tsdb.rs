@@ -1,0 +1,160 @@
+//! Remote write survives SIGKILL: samples pushed by 4 concurrent writers,
+//! the process killed while they push, restarted, the writers resume from
+//! what was acknowledged; afterwards the storage holds every sample exactly
+//! once with its value.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use lucia_proto::prometheus::{Label, Sample, TimeSeries, WriteRequest};
+use lucia_tsdb::promql::SeriesSource as _;
+use prost::Message as _;
+
+use crate::harness::{Lucia, free_port};
+
+const SERIES: usize = 1000;
+const WRITERS: usize = 4;
+const SERIES_PER_REQUEST: usize = 50;
+const SAMPLES_PER_REQUEST: usize = 20;
+/// Samples per series in the whole test.
+const TOTAL_PER_SERIES: usize = 400;
+const STEP_MS: i64 = 15_000;
+const CONFIG: &str = "tsdb:\n  wal_fsync: always\n";
+
+fn value(series: usize, i: usize) -> f64 {
+    (series * 1000 + i) as f64 * 0.25
+}
+
+fn body(series: &[usize], from: usize, to: usize, base: i64) -> Vec<u8> {
+    let req = WriteRequest {
+        timeseries: series
+            .iter()
+            .map(|&s| TimeSeries {
+                labels: vec![
+                    Label {
+                        name: "__name__".into(),
+                        value: "crash_test_metric".into(),
+                    },
+                    Label {
+                        name: "series".into(),
+                        value: s.to_string(),
+                    },
+                ],
+                samples: (from..to)
+                    .map(|i| Sample {
+                        value: value(s, i),
+                        timestamp: base + i as i64 * STEP_MS,
+                    })
+                    .collect(),
+                exemplars: vec![],
+            })
+            .collect(),
+        metadata: vec![],
+    };
+    snap::raw::Encoder::new()
+        .compress_vec(&req.encode_to_vec())
+        .expect("snappy")
+}
+
+/// Pushes writer `w`'s series from `from` to `TOTAL_PER_SERIES` samples;
+/// returns the number of samples per series acknowledged, stopping at the
+/// first failure (the process is gone).
+async fn writer(url: String, w: usize, from: usize, base: i64, acked: Arc<AtomicU64>) -> usize {
+    let client = reqwest::Client::new();
+    let mine: Vec<usize> = (0..SERIES).filter(|s| s % WRITERS == w).collect();
+    let mut done = from;
+    while done < TOTAL_PER_SERIES {
+        let to = (done + SAMPLES_PER_REQUEST).min(TOTAL_PER_SERIES);
+        // A round is acknowledged once every group of it is.
+        for group in mine.chunks(SERIES_PER_REQUEST) {
+            let sent = client
+                .post(&url)
+                .header("Content-Encoding", "snappy")
+                .header("Content-Type", "application/x-protobuf")
+                .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+                .body(body(group, done, to, base))
+                .send()
+                .await;
+            match sent {
+                Ok(r) if r.status() == 204 => {
+                    acked.fetch_add((group.len() * (to - done)) as u64, Ordering::Relaxed);
+                }
+                Ok(r) => panic!("remote write answered {}: {:?}", r.status(), r.text().await),
+                Err(_) => return done,
+            }
+        }
+        done = to;
+    }
+    done
+}
+
+/// Runs the writers from `from` (samples per series done, per writer);
+/// with `kill_at`, SIGKILLs the process once that many samples are
+/// acknowledged. Returns where each writer got to.
+async fn push_all(
+    lucia: &mut Lucia,
+    from: &[usize],
+    base: i64,
+    kill_at: Option<u64>,
+) -> Vec<usize> {
+    let url = format!("http://{}/api/v1/write", lucia.addr);
+    let acked = Arc::new(AtomicU64::new(0));
+    let handles: Vec<_> = (0..WRITERS)
+        .map(|w| tokio::spawn(writer(url.clone(), w, from[w], base, acked.clone())))
+        .collect();
+    if let Some(threshold) = kill_at {
+        while acked.load(Ordering::Relaxed) < threshold && !handles.iter().all(|h| h.is_finished())
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        lucia.kill();
+    }
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.expect("writer task"));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledged_remote_writes_survive_sigkill() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let base = 1_700_000_000_000;
+    let mut lucia = Lucia::start(dir.path(), port, CONFIG).await;
+    // Kill while the writers are mid-way (about 40% acknowledged).
+    let threshold = (SERIES * TOTAL_PER_SERIES * 2 / 5) as u64;
+    let resume = push_all(&mut lucia, &[0; WRITERS], base, Some(threshold)).await;
+    assert!(resume.iter().all(|&d| d < TOTAL_PER_SERIES), "{resume:?}");
+
+    // Restart; every writer resends its round that was in flight (stored
+    // or not: identical samples must not be doubled nor refused) and pushes
+    // to the end.
+    let mut lucia = Lucia::start(dir.path(), port, CONFIG).await;
+    let done = push_all(&mut lucia, &resume, base, None).await;
+    assert!(done.iter().all(|&d| d == TOTAL_PER_SERIES), "{done:?}");
+    lucia.terminate();
+
+    // Read the storage directly.
+    let mut opts = lucia_tsdb::storage::StorageOptions::new(dir.path().join("tsdb"));
+    opts.fsync = lucia_common::wal::FsyncPolicy::Never;
+    let storage =
+        lucia_tsdb::storage::Storage::open(opts, Default::default()).expect("open storage");
+    let got = storage
+        .tenant("fake")
+        .select(&[], i64::MIN, i64::MAX)
+        .expect("select");
+    let mut by_series = BTreeMap::new();
+    for s in got {
+        let idx: usize = s.labels["series"].parse().expect("series label");
+        by_series.insert(idx, s.samples);
+    }
+    assert_eq!(by_series.len(), SERIES);
+    for (s, samples) in by_series {
+        let want: Vec<(i64, f64)> = (0..TOTAL_PER_SERIES)
+            .map(|i| (base + i as i64 * STEP_MS, value(s, i)))
+            .collect();
+        assert_eq!(samples, want, "series {s}");
+    }
+}
