@@ -215,7 +215,7 @@ impl Gateway {
             };
             let request = match target.request(base, body) {
                 Ok(request) => request,
-                Err(response) => return response,
+                Err(why) => return text(StatusCode::BAD_REQUEST, why),
             };
             out.backend = base.clone();
             match self.client.request(request).await {
@@ -275,7 +275,7 @@ impl Gateway {
         out.backend = base.clone();
         let request = match target.request(&base, Body::empty()) {
             Ok(request) => request,
-            Err(response) => return response,
+            Err(why) => return text(StatusCode::BAD_REQUEST, why),
         };
         let mut response = match self.client.request(request).await {
             Ok(response) => response,
@@ -381,17 +381,15 @@ struct Target<'a> {
 }
 
 impl Target<'_> {
-    fn request(&self, base: &str, body: Body) -> Result<Request<Body>, Response> {
+    /// The request to `base`; `Err` with why its URI is invalid.
+    fn request(&self, base: &str, body: Body) -> Result<Request<Body>, String> {
         let uri = match &self.query {
             Some(query) => format!("{base}{}?{query}", self.route.path),
             None => format!("{base}{}", self.route.path),
         };
-        let uri: Uri = uri.parse().map_err(|err| {
-            text(
-                StatusCode::BAD_REQUEST,
-                format!("invalid request path: {err}\n"),
-            )
-        })?;
+        let uri: Uri = uri
+            .parse()
+            .map_err(|err| format!("invalid request path: {err}\n"))?;
         let mut request = Request::new(body);
         *request.method_mut() = self.method.clone();
         *request.uri_mut() = uri;
