@@ -7,6 +7,7 @@ pub mod duration;
 pub mod labels;
 pub mod matchers;
 pub mod metrics;
+pub mod relabel;
 pub mod ring;
 pub mod server;
 pub mod store;
