@@ -46,7 +46,7 @@ enum Command {
     Ruler(RoleArgs),
     /// Route alerts to receivers: an Alertmanager drop-in (Alertmanager's flags and config file)
     AlertRouter(AlertRouterArgs),
-    /// The front door for Grafana (not implemented yet: /ready and /metrics only)
+    /// The front door for Grafana: one address for the Loki, Prometheus and Alertmanager APIs, with auth, tenants and routing to every role
     Gateway(RoleArgs),
     /// Ship log files to Lucia or Loki, configured by a Promtail configuration file
     Agent(AgentArgs),

@@ -148,6 +148,26 @@ pub async fn serve_roles(
     ctx: &RoleContext,
     roles: Vec<Role>,
 ) -> std::io::Result<()> {
+    serve_roles_with(ctx, roles, move |router, shutdown| async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await
+    })
+    .await
+}
+
+/// [`serve_roles`] with the serving loop supplied by the caller (the
+/// gateway's TLS listener): `serve` gets the merged router and must return
+/// once `shutdown` is cancelled and it has stopped accepting.
+pub async fn serve_roles_with<F, Fut>(
+    ctx: &RoleContext,
+    roles: Vec<Role>,
+    serve: F,
+) -> std::io::Result<()>
+where
+    F: FnOnce(Router, Shutdown) -> Fut,
+    Fut: Future<Output = std::io::Result<()>>,
+{
     let mut router = common_routes(ctx.metrics.clone(), ctx.readiness.clone());
     let mut stops = Vec::with_capacity(roles.len());
     for role in roles {
@@ -160,10 +180,7 @@ pub async fn serve_roles(
         .consul
         .as_ref()
         .and_then(|consul| ConsulRegistration::start(consul, &names, ctx.advertise_addr));
-    let shutdown = ctx.shutdown.clone();
-    let served = axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
+    let served = serve(router, ctx.shutdown.clone()).await;
     if let Some(registration) = registration {
         registration.deregister().await;
     }

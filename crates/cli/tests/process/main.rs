@@ -4,6 +4,7 @@
 mod agent;
 mod cluster;
 mod crash;
+mod gateway;
 mod harness;
 mod prometheus;
 mod shutdown;
