@@ -4,6 +4,7 @@ pub mod chunk;
 pub mod config;
 pub mod consul;
 pub mod duration;
+pub mod gotemplate;
 pub mod labels;
 pub mod matchers;
 pub mod metrics;
