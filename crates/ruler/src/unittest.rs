@@ -406,15 +406,17 @@ fn run_group(
         exp.sort_by(|a, b| a.0.cmp(&b.0));
         let same = got.len() == exp.len()
             && got.iter().zip(&exp).all(|(g, e)| {
-                g.0 == e.0 && (g.1 == e.1 || (g.1.is_nan() && e.1.is_nan() && false))
+                g.0 == e.0 && (g.1 == e.1)
             });
         if !same {
             let show = |v: &[(Labels, f64)]| {
                 let items: Vec<String> = v
                     .iter()
-                    .map(|(l, f)| format!("{{Labels:{} Value:{}}}", fmt_labels(l), lucia_common::gotemplate::format_go_float(*f)))
+                    .map(|(l, f)| {
+                        format!("{} {}", fmt_labels(l), crate::api::format_e(*f).to_uppercase())
+                    })
                     .collect();
-                format!("[{}]", items.join(" "))
+                items.join(", ")
             };
             errors.push(format!(
                 "{name_prefix}    expr: {:?}, time: {},\n        exp: {}\n        got: {}",

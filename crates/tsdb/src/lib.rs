@@ -41,6 +41,10 @@ pub struct Config {
     pub wal_fsync: FsyncPolicy,
     /// How often the head is checkpointed so old WAL segments go.
     pub checkpoint_interval: ConfigDuration,
+    /// Whether the API answers `/api/v1/rules` and `/api/v1/alerts` (empty)
+    /// itself; off in `lucia all`, where the ruler serves them.
+    #[serde(skip)]
+    pub rules_api: bool,
 }
 
 impl Default for Config {
@@ -52,6 +56,7 @@ impl Default for Config {
             out_of_order_time_window: ConfigDuration::from_secs(0),
             wal_fsync: FsyncPolicy::Always,
             checkpoint_interval: ConfigDuration::from_secs(5 * 60),
+            rules_api: true,
         }
     }
 }
@@ -122,6 +127,7 @@ pub async fn start(config: Config, ctx: RoleContext) -> Result<Role, Error> {
     ));
     let mut api_state = api::ApiState::new(Arc::new(StorageBackend(storage.clone())));
     api_state.multi_tenant = ctx.multi_tenant;
+    api_state.rules_api = config.rules_api;
     api_state.flags = [
         ("storage.tsdb.path", storage_dir.display().to_string()),
         (
