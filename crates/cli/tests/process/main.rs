@@ -6,5 +6,6 @@ mod cluster;
 mod crash;
 mod harness;
 mod prometheus;
+mod rules;
 mod shutdown;
 mod tsdb;
