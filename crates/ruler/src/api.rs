@@ -59,7 +59,8 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"status": "error", "errorType": self.error_type(), "error": self.to_string()});
+        let body =
+            json!({"status": "error", "errorType": self.error_type(), "error": self.to_string()});
         (self.status(), axum::Json(body)).into_response()
     }
 }
@@ -108,7 +109,11 @@ pub fn format_e(v: f64) -> String {
         return "NaN".into();
     }
     if v.is_infinite() {
-        return if v > 0.0 { "+Inf".into() } else { "-Inf".into() };
+        return if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        };
     }
     let s = format!("{v:e}");
     let (mantissa, exp) = s.split_once('e').unwrap_or((&s, "0"));
@@ -171,7 +176,11 @@ fn params(q: Option<&str>) -> Vec<(String, String)> {
         .collect()
 }
 
-fn tenant_groups(st: &ApiState, headers: &HeaderMap, only: Option<Language>) -> Result<Vec<Group>, ApiError> {
+fn tenant_groups(
+    st: &ApiState,
+    headers: &HeaderMap,
+    only: Option<Language>,
+) -> Result<Vec<Group>, ApiError> {
     let tenant = tenant_from_headers(headers, st.multi_tenant)?;
     Ok(st
         .manager
@@ -189,7 +198,10 @@ fn rules_response(groups: Vec<Group>, q: Option<&str>) -> Result<Response, ApiEr
             .map(|(_, v)| v.clone())
             .collect()
     };
-    let typ = values("type").pop().unwrap_or_default().to_ascii_lowercase();
+    let typ = values("type")
+        .pop()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     let (want_alert, want_record) = match typ.as_str() {
         "" => (true, true),
         "alert" => (true, false),
@@ -248,7 +260,11 @@ fn alerts_response(groups: Vec<Group>) -> Response {
     success(json!({"alerts": alerts}))
 }
 
-async fn rules(State(st): St, headers: HeaderMap, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+async fn rules(
+    State(st): St,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
     rules_response(tenant_groups(&st, &headers, None)?, q.as_deref())
 }
 
@@ -256,12 +272,23 @@ async fn alerts(State(st): St, headers: HeaderMap) -> Result<Response, ApiError>
     Ok(alerts_response(tenant_groups(&st, &headers, None)?))
 }
 
-async fn loki_prom_rules(State(st): St, headers: HeaderMap, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
-    rules_response(tenant_groups(&st, &headers, Some(Language::Logql))?, q.as_deref())
+async fn loki_prom_rules(
+    State(st): St,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    rules_response(
+        tenant_groups(&st, &headers, Some(Language::Logql))?,
+        q.as_deref(),
+    )
 }
 
 async fn loki_prom_alerts(State(st): St, headers: HeaderMap) -> Result<Response, ApiError> {
-    Ok(alerts_response(tenant_groups(&st, &headers, Some(Language::Logql))?))
+    Ok(alerts_response(tenant_groups(
+        &st,
+        &headers,
+        Some(Language::Logql),
+    )?))
 }
 
 // ---- Loki's ruler API ----

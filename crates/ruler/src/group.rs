@@ -415,7 +415,10 @@ fn eval_recording(
         out.push((labels, t, s.value));
     }
     if limit > 0 && out.len() > limit {
-        return Err(format!("exceeded limit of {limit} with {} series", out.len()));
+        return Err(format!(
+            "exceeded limit of {limit} with {} series",
+            out.len()
+        ));
     }
     Ok(out)
 }
@@ -460,8 +463,7 @@ fn eval_alerting(
             .collect();
         if fresh.contains_key(&labels) {
             return Err(
-                "vector contains metrics with the same labelset after applying alert labels"
-                    .into(),
+                "vector contains metrics with the same labelset after applying alert labels".into(),
             );
         }
         fresh.insert(
@@ -505,7 +507,8 @@ fn eval_alerting(
                 keep_firing = ts - since < keep_ms;
             }
             if a.state == AlertState::Pending
-                || a.resolved_at.is_some_and(|r| ts - r > RESOLVED_RETENTION_MS)
+                || a.resolved_at
+                    .is_some_and(|r| ts - r > RESOLVED_RETENTION_MS)
             {
                 remove.push(k.clone());
             }
@@ -597,7 +600,10 @@ mod tests {
         g.eval(0, &ctx);
         let a = g.rules[0].active.values().next().unwrap().clone();
         assert_eq!(a.state, AlertState::Pending);
-        assert_eq!(a.labels, labels(&[("alertname", "Down"), ("job", "a"), ("sev", "page")]));
+        assert_eq!(
+            a.labels,
+            labels(&[("alertname", "Down"), ("job", "a"), ("sev", "page")])
+        );
         assert_eq!(a.annotations["s"], "a is 0");
         assert!(g.alerts_to_send(0, delay).is_empty());
         g.eval(min, &ctx);
@@ -621,11 +627,17 @@ mod tests {
         let written = sink.0.lock().clone();
         let firing = written
             .iter()
-            .filter(|(l, _, v)| *v == 1.0 && l.get("alertstate").map(String::as_str) == Some("firing"))
+            .filter(|(l, _, v)| {
+                *v == 1.0 && l.get("alertstate").map(String::as_str) == Some("firing")
+            })
             .count();
         assert_eq!(firing, 2, "{written:?}");
         // Stale markers for the ALERTS series once resolved.
-        assert!(written.iter().any(|(_, t, v)| *t == 4 * min && v.to_bits() == STALE_NAN.to_bits()));
+        assert!(
+            written
+                .iter()
+                .any(|(_, t, v)| *t == 4 * min && v.to_bits() == STALE_NAN.to_bits())
+        );
         // Dropped after the resolved retention.
         g.eval(4 * min + RESOLVED_RETENTION_MS + 1, &ctx);
         assert!(g.rules[0].active.is_empty());
@@ -651,7 +663,16 @@ mod tests {
         let written = sink.0.lock().clone();
         assert_eq!(
             written,
-            vec![(labels(&[("__name__", "job:up"), ("a", "b"), ("job", "a"), ("team", "x")]), 1000, 3.0)]
+            vec![(
+                labels(&[
+                    ("__name__", "job:up"),
+                    ("a", "b"),
+                    ("job", "a"),
+                    ("team", "x")
+                ]),
+                1000,
+                3.0
+            )]
         );
         assert_eq!(g.rules[0].health, Health::Ok);
     }

@@ -145,10 +145,22 @@ pub async fn start(config: Config, ctx: RoleContext) -> Result<Role, Error> {
     *endpoints.external_url.write() = external_url.clone();
     if let Some(consul) = &ctx.consul {
         if config.tsdb_url.is_none() {
-            remote::discover(consul, "lucia-tsdb", endpoints.clone(), |e| &e.tsdb, ctx.shutdown.clone());
+            remote::discover(
+                consul,
+                "lucia-tsdb",
+                endpoints.clone(),
+                |e| &e.tsdb,
+                ctx.shutdown.clone(),
+            );
         }
         if config.querier_url.is_none() {
-            remote::discover(consul, "lucia-querier", endpoints.clone(), |e| &e.querier, ctx.shutdown.clone());
+            remote::discover(
+                consul,
+                "lucia-querier",
+                endpoints.clone(),
+                |e| &e.querier,
+                ctx.shutdown.clone(),
+            );
         }
         if config.alertmanager_urls.is_empty() {
             remote::discover(
@@ -171,7 +183,10 @@ pub async fn start(config: Config, ctx: RoleContext) -> Result<Role, Error> {
         ctx.shutdown.clone(),
     );
     let settings = manager::Settings {
-        evaluation_interval: config.evaluation_interval.0.max(std::time::Duration::from_millis(1)),
+        evaluation_interval: config
+            .evaluation_interval
+            .0
+            .max(std::time::Duration::from_millis(1)),
         external_labels: config.external_labels.clone(),
         external_url,
         resend_delay: config.resend_delay.0,

@@ -61,7 +61,10 @@ fn fingerprint(g: &RuleGroup) -> String {
 /// Prometheus' evaluation offset of a group within its interval, from a
 /// hash of its file and name, so groups spread but keep consistent times.
 fn eval_offset(key: &GroupKey, interval_ms: i64) -> i64 {
-    let h = xxhash_rust::xxh64::xxh64(format!("{}\u{0}{}\u{0}{}", key.0, key.1, key.2).as_bytes(), 0);
+    let h = xxhash_rust::xxh64::xxh64(
+        format!("{}\u{0}{}\u{0}{}", key.0, key.1, key.2).as_bytes(),
+        0,
+    );
     (h % interval_ms.max(1) as u64) as i64
 }
 
@@ -83,7 +86,12 @@ fn namespace_file(dir: &Path, tenant: &str, namespace: &str) -> PathBuf {
 }
 
 impl Manager {
-    pub fn new(settings: Settings, http: Http, notifier: Notifier, shutdown: Shutdown) -> Arc<Self> {
+    pub fn new(
+        settings: Settings,
+        http: Http,
+        notifier: Notifier,
+        shutdown: Shutdown,
+    ) -> Arc<Self> {
         Arc::new(Self {
             settings,
             http,
@@ -142,7 +150,9 @@ impl Manager {
             files.sort_by_key(|f| f.file_name());
             for f in files {
                 let name = f.file_name().to_string_lossy().to_string();
-                let Some(enc) = name.strip_suffix(".yaml") else { continue };
+                let Some(enc) = name.strip_suffix(".yaml") else {
+                    continue;
+                };
                 let namespace: String = form_urlencoded::parse(format!("n={enc}").as_bytes())
                     .next()
                     .map(|(_, v)| v.into_owned())
@@ -173,7 +183,12 @@ impl Manager {
 
     /// Deletes a group, or the whole namespace when `group` is `None`;
     /// false when there was nothing to delete.
-    pub fn delete(&self, tenant: &str, namespace: &str, group: Option<&str>) -> Result<bool, Error> {
+    pub fn delete(
+        &self,
+        tenant: &str,
+        namespace: &str,
+        group: Option<&str>,
+    ) -> Result<bool, Error> {
         let groups = self.namespace_groups(tenant, namespace);
         let kept: Vec<RuleGroup> = match group {
             Some(name) => groups.iter().filter(|g| g.name != name).cloned().collect(),
@@ -194,7 +209,12 @@ impl Manager {
             .unwrap_or_default()
     }
 
-    fn write_namespace(&self, tenant: &str, namespace: &str, groups: &[RuleGroup]) -> Result<(), Error> {
+    fn write_namespace(
+        &self,
+        tenant: &str,
+        namespace: &str,
+        groups: &[RuleGroup],
+    ) -> Result<(), Error> {
         let path = namespace_file(&self.settings.rules_dir, tenant, namespace);
         if groups.is_empty() {
             match std::fs::remove_file(&path) {
@@ -229,7 +249,11 @@ impl Manager {
         }
         let stale: Vec<GroupKey> = running
             .iter()
-            .filter(|(k, r)| wanted.get(*k).is_none_or(|(_, g)| fingerprint(g) != r.fingerprint))
+            .filter(|(k, r)| {
+                wanted
+                    .get(*k)
+                    .is_none_or(|(_, g)| fingerprint(g) != r.fingerprint)
+            })
             .map(|(k, _)| k.clone())
             .collect();
         let mut previous: HashMap<GroupKey, Group> = HashMap::new();
@@ -256,7 +280,12 @@ impl Manager {
             };
             let state = Arc::new(Mutex::new(group));
             let stop = self.shutdown.child_token();
-            let task = tokio::spawn(self.clone().run_group(key.clone(), state.clone(), stop.clone(), restore));
+            let task = tokio::spawn(self.clone().run_group(
+                key.clone(),
+                state.clone(),
+                stop.clone(),
+                restore,
+            ));
             self.states.lock().insert(key.clone(), state.clone());
             running.insert(
                 key,
@@ -272,7 +301,11 @@ impl Manager {
 
     /// Snapshots of every group, in key order.
     pub fn groups(&self) -> Vec<Group> {
-        self.states.lock().values().map(|g| g.lock().clone()).collect()
+        self.states
+            .lock()
+            .values()
+            .map(|g| g.lock().clone())
+            .collect()
     }
 
     /// Stops every group task.
@@ -284,7 +317,13 @@ impl Manager {
         }
     }
 
-    async fn run_group(self: Arc<Self>, key: GroupKey, state: Arc<Mutex<Group>>, stop: Shutdown, mut restore: bool) {
+    async fn run_group(
+        self: Arc<Self>,
+        key: GroupKey,
+        state: Arc<Mutex<Group>>,
+        stop: Shutdown,
+        mut restore: bool,
+    ) {
         let (interval, language, tenant) = {
             let g = state.lock();
             (g.interval, g.def.language, g.tenant.clone())
@@ -323,7 +362,12 @@ impl Manager {
             let joined = tokio::task::spawn_blocking(move || {
                 group.eval(ts, &ctx2);
                 if do_restore {
-                    group.restore_for_state(now_ms(), ctx2.engine.as_ref(), settings.outage_tolerance, settings.grace_period);
+                    group.restore_for_state(
+                        now_ms(),
+                        ctx2.engine.as_ref(),
+                        settings.outage_tolerance,
+                        settings.grace_period,
+                    );
                 } else if first {
                     group.set_restored();
                 }
@@ -336,7 +380,9 @@ impl Manager {
                     self.notifier.send(&tenant, alerts);
                     *state.lock() = group;
                 }
-                Err(e) => tracing::error!(group = %key.2, error = %e, "ruler: evaluation task failed"),
+                Err(e) => {
+                    tracing::error!(group = %key.2, error = %e, "ruler: evaluation task failed")
+                }
             }
             restore = false;
             first = false;
@@ -356,12 +402,18 @@ pub fn expand_globs(globs: &[String]) -> Result<Vec<PathBuf>, Error> {
     let mut out = Vec::new();
     for pattern in globs {
         let path = Path::new(pattern);
-        let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
         if !name.contains(['*', '?', '[']) {
             out.push(path.to_path_buf());
             continue;
         }
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         let mut re = String::from("^");
         for c in name.chars() {
             match c {
@@ -372,7 +424,8 @@ pub fn expand_globs(globs: &[String]) -> Result<Vec<PathBuf>, Error> {
             }
         }
         re.push('$');
-        let re = regex::Regex::new(&re).map_err(|e| Error::Config(format!("bad rule file glob {pattern:?}: {e}")))?;
+        let re = regex::Regex::new(&re)
+            .map_err(|e| Error::Config(format!("bad rule file glob {pattern:?}: {e}")))?;
         let mut found: Vec<PathBuf> = match std::fs::read_dir(dir) {
             Ok(entries) => entries
                 .flatten()

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::SecondsFormat;
-use lucia_common::consul::{ConsulClient, ConsulConfig};
 use lucia_common::Shutdown;
+use lucia_common::consul::{ConsulClient, ConsulConfig};
 use lucia_proto::prometheus as prompb;
 use parking_lot::RwLock;
 use prometheus_client::metrics::counter::Counter;
@@ -93,7 +93,8 @@ pub fn discover(
 
 /// Parses a Prometheus/Loki query API answer into a value.
 pub fn parse_query_response(body: &[u8]) -> Result<QueryValue, String> {
-    let json: Json = serde_json::from_slice(body).map_err(|e| format!("bad query response: {e}"))?;
+    let json: Json =
+        serde_json::from_slice(body).map_err(|e| format!("bad query response: {e}"))?;
     if json["status"] != "success" {
         return Err(json["error"].as_str().unwrap_or("query failed").to_string());
     }
@@ -136,7 +137,11 @@ pub fn parse_query_response(body: &[u8]) -> Result<QueryValue, String> {
             .map(|p| QueryValue::Scalar(p.1))
             .ok_or_else(|| "bad scalar in query response".to_string()),
         "string" => Ok(QueryValue::String(
-            result.get(1).and_then(Json::as_str).unwrap_or("").to_string(),
+            result
+                .get(1)
+                .and_then(Json::as_str)
+                .unwrap_or("")
+                .to_string(),
         )),
         "matrix" => Ok(QueryValue::Matrix(
             list()
@@ -185,7 +190,9 @@ impl Http {
     ) -> Result<QueryValue, String> {
         let (base, path, time) = match language {
             Language::Promql => (
-                self.endpoints.tsdb().ok_or("no tsdb to query: set ruler.tsdb_url or use consul")?,
+                self.endpoints
+                    .tsdb()
+                    .ok_or("no tsdb to query: set ruler.tsdb_url or use consul")?,
                 "/api/v1/query",
                 format!("{}.{:03}", t_ms.div_euclid(1000), t_ms.rem_euclid(1000)),
             ),
@@ -386,8 +393,15 @@ impl Notifier {
                 work.extend(later);
                 for (tenant, alerts) in work {
                     for chunk in alerts.chunks(MAX_BATCH) {
-                        send_batch(&http, &tenant, chunk, &external_labels, timeout, &task_metrics)
-                            .await;
+                        send_batch(
+                            &http,
+                            &tenant,
+                            chunk,
+                            &external_labels,
+                            timeout,
+                            &task_metrics,
+                        )
+                        .await;
                     }
                 }
             }
@@ -449,7 +463,10 @@ async fn send_batch(
 ) {
     let targets = http.endpoints.alertmanagers.read().clone();
     if targets.is_empty() {
-        tracing::debug!(alerts = alerts.len(), "ruler: no alertmanager to send alerts to");
+        tracing::debug!(
+            alerts = alerts.len(),
+            "ruler: no alertmanager to send alerts to"
+        );
         return;
     }
     let external_url = http.external_url();
@@ -486,9 +503,6 @@ async fn send_batch(
 
 impl Http {
     fn external_url(&self) -> String {
-        self.endpoints
-            .external_url
-            .read()
-            .clone()
+        self.endpoints.external_url.read().clone()
     }
 }

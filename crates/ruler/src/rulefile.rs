@@ -157,7 +157,10 @@ impl fmt::Display for RuleError {
 }
 
 /// Reads and validates a rule file.
-pub fn load_file(path: &Path, default_language: Language) -> Result<Vec<RuleGroup>, Vec<RuleError>> {
+pub fn load_file(
+    path: &Path,
+    default_language: Language,
+) -> Result<Vec<RuleGroup>, Vec<RuleError>> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {
         vec![RuleError {
@@ -521,9 +524,16 @@ mod tests {
         let text = "groups:\n  - name: g\n    rules:\n      - record: ok\n        expr: up\n      - alert: Bad\n        expr: up ==\n";
         let errs = parse_file("bad.yml", text, Language::Promql).unwrap_err();
         let msg = errs[0].to_string();
-        assert!(msg.starts_with("bad.yml:6: group \"g\", rule 2, \"Bad\": could not parse expression"), "{msg}");
-        let errs = parse_file("x.yml", "groups:\n  - name: g\n    rulez: []\n", Language::Promql)
-            .unwrap_err();
+        assert!(
+            msg.starts_with("bad.yml:6: group \"g\", rule 2, \"Bad\": could not parse expression"),
+            "{msg}"
+        );
+        let errs = parse_file(
+            "x.yml",
+            "groups:\n  - name: g\n    rulez: []\n",
+            Language::Promql,
+        )
+        .unwrap_err();
         assert!(errs[0].to_string().contains("rulez"), "{}", errs[0]);
         assert!(errs[0].line == 3, "{:?}", errs[0]);
         let errs = parse_file(
@@ -561,7 +571,10 @@ mod tests {
         }
         let again = parse_file("r.yml", &out, Language::Promql).unwrap();
         assert_eq!(again.len(), 2);
-        assert_eq!(again[0].rules[1].annotations, groups[0].rules[1].annotations);
+        assert_eq!(
+            again[0].rules[1].annotations,
+            groups[0].rules[1].annotations
+        );
         assert_eq!(again[1].language, Language::Logql);
     }
 }

@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use lucia_common::gotemplate::{FuncMap, Templates, Value, format_go_layout, humanize_duration, sprintf};
+use lucia_common::gotemplate::{
+    FuncMap, Templates, Value, format_go_layout, humanize_duration, sprintf,
+};
 
 use crate::Sample;
 
@@ -42,7 +44,10 @@ impl Expander {
         let data = Value::Struct(
             [
                 ("Labels".to_string(), Value::string_map(labels)),
-                ("ExternalLabels".to_string(), Value::string_map(external_labels)),
+                (
+                    "ExternalLabels".to_string(),
+                    Value::string_map(external_labels),
+                ),
                 ("ExternalURL".to_string(), Value::str(external_url)),
                 ("Value".to_string(), Value::Float(value)),
             ]
@@ -157,8 +162,7 @@ fn unix_time(v: f64) -> Option<chrono::DateTime<chrono::FixedOffset>> {
     }
     let secs = v.floor();
     let nanos = ((v - secs) * 1e9).round() as u32;
-    chrono::DateTime::from_timestamp(secs as i64, nanos.min(999_999_999))
-        .map(|t| t.fixed_offset())
+    chrono::DateTime::from_timestamp(secs as i64, nanos.min(999_999_999)).map(|t| t.fixed_offset())
 }
 
 /// Prometheus' `humanizeTimestamp`: Go's default time format in UTC.
@@ -209,12 +213,22 @@ fn go_regex(pattern: &str) -> Result<regex::Regex, String> {
 /// Prometheus' template functions on top of Go's builtins.
 pub fn funcs(query: Option<QueryFn>, external_url: &str) -> FuncMap {
     let mut m = FuncMap::default();
-    m.insert("humanize", |a| Ok(Value::Str(humanize(to_float(&arg(a, 0, "humanize")?)?))));
+    m.insert("humanize", |a| {
+        Ok(Value::Str(humanize(to_float(&arg(a, 0, "humanize")?)?)))
+    });
     m.insert("humanize1024", |a| {
-        Ok(Value::Str(humanize1024(to_float(&arg(a, 0, "humanize1024")?)?)))
+        Ok(Value::Str(humanize1024(to_float(&arg(
+            a,
+            0,
+            "humanize1024",
+        )?)?)))
     });
     m.insert("humanizeDuration", |a| {
-        Ok(Value::Str(humanize_duration(to_float(&arg(a, 0, "humanizeDuration")?)?)))
+        Ok(Value::Str(humanize_duration(to_float(&arg(
+            a,
+            0,
+            "humanizeDuration",
+        )?)?)))
     });
     m.insert("humanizePercentage", |a| {
         Ok(Value::Str(format!(
@@ -223,7 +237,11 @@ pub fn funcs(query: Option<QueryFn>, external_url: &str) -> FuncMap {
         )))
     });
     m.insert("humanizeTimestamp", |a| {
-        Ok(Value::Str(humanize_timestamp(to_float(&arg(a, 0, "humanizeTimestamp")?)?)))
+        Ok(Value::Str(humanize_timestamp(to_float(&arg(
+            a,
+            0,
+            "humanizeTimestamp",
+        )?)?)))
     });
     m.insert("toTime", |a| {
         let v = to_float(&arg(a, 0, "toTime")?)?;
@@ -241,9 +259,15 @@ pub fn funcs(query: Option<QueryFn>, external_url: &str) -> FuncMap {
             .map(|d| Value::Float(d.as_secs_f64()))
             .map_err(|e| e.to_string())
     });
-    m.insert("title", |a| Ok(Value::Str(go_title(&arg(a, 0, "title")?.as_string()))));
-    m.insert("toUpper", |a| Ok(Value::Str(arg(a, 0, "toUpper")?.as_string().to_uppercase())));
-    m.insert("toLower", |a| Ok(Value::Str(arg(a, 0, "toLower")?.as_string().to_lowercase())));
+    m.insert("title", |a| {
+        Ok(Value::Str(go_title(&arg(a, 0, "title")?.as_string())))
+    });
+    m.insert("toUpper", |a| {
+        Ok(Value::Str(arg(a, 0, "toUpper")?.as_string().to_uppercase()))
+    });
+    m.insert("toLower", |a| {
+        Ok(Value::Str(arg(a, 0, "toLower")?.as_string().to_lowercase()))
+    });
     m.insert("match", |a| {
         let re = go_regex(&arg(a, 0, "match")?.as_string())?;
         Ok(Value::Bool(re.is_match(&arg(a, 1, "match")?.as_string())))
@@ -252,16 +276,22 @@ pub fn funcs(query: Option<QueryFn>, external_url: &str) -> FuncMap {
         let re = go_regex(&arg(a, 0, "reReplaceAll")?.as_string())?;
         let repl = arg(a, 1, "reReplaceAll")?.as_string();
         let text = arg(a, 2, "reReplaceAll")?.as_string();
-        Ok(Value::Str(re.replace_all(&text, repl.as_str()).into_owned()))
+        Ok(Value::Str(
+            re.replace_all(&text, repl.as_str()).into_owned(),
+        ))
     });
-    m.insert("safeHtml", |a| Ok(Value::Str(arg(a, 0, "safeHtml")?.as_string())));
+    m.insert("safeHtml", |a| {
+        Ok(Value::Str(arg(a, 0, "safeHtml")?.as_string()))
+    });
     m.insert("stripPort", |a| {
         let s = arg(a, 0, "stripPort")?.as_string();
         let out = if let Some(rest) = s.strip_prefix('[') {
             rest.split(']').next().unwrap_or(rest).to_string()
         } else {
             match s.rsplit_once(':') {
-                Some((host, port)) if !host.contains(':') && port.chars().all(|c| c.is_ascii_digit()) => {
+                Some((host, port))
+                    if !host.contains(':') && port.chars().all(|c| c.is_ascii_digit()) =>
+                {
                     host.to_string()
                 }
                 _ => s.clone(),
@@ -371,26 +401,42 @@ mod tests {
                 value: 42.0,
             }])
         });
-        Expander::new(&labels, 1234.5678, &ext, "http://lucia:3100", Some(query))
-            .expand("t", text)
+        Expander::new(&labels, 1234.5678, &ext, "http://lucia:3100", Some(query)).expand("t", text)
     }
 
     #[test]
     fn prometheus_data_and_functions() {
-        assert_eq!(expand("{{ $labels.instance }} {{ $value }}"), "host:9100 1234.5678");
-        assert_eq!(expand("{{ $externalLabels.cluster }} {{ $externalURL }}"), "eu http://lucia:3100");
+        assert_eq!(
+            expand("{{ $labels.instance }} {{ $value }}"),
+            "host:9100 1234.5678"
+        );
+        assert_eq!(
+            expand("{{ $externalLabels.cluster }} {{ $externalURL }}"),
+            "eu http://lucia:3100"
+        );
         assert_eq!(expand("{{ humanize $value }}"), "1.235k");
         assert_eq!(expand("{{ humanize 0.00123 }}"), "1.23m");
         assert_eq!(expand("{{ humanize1024 1048576.0 }}"), "1Mi");
         assert_eq!(expand("{{ humanizePercentage 0.1234 }}"), "12.34%");
         assert_eq!(expand("{{ humanizeDuration 3725.0 }}"), "1h 2m 5s");
-        assert_eq!(expand("{{ humanizeTimestamp 1.0 }}"), "1970-01-01 00:00:01 +0000 UTC");
+        assert_eq!(
+            expand("{{ humanizeTimestamp 1.0 }}"),
+            "1970-01-01 00:00:01 +0000 UTC"
+        );
         assert_eq!(expand("{{ printf \"%.1f\" $value }}"), "1234.6");
-        assert_eq!(expand("{{ title \"hello world\" }} {{ toUpper \"a\" }}"), "Hello World A");
-        assert_eq!(expand("{{ reReplaceAll \"(.*):.*\" \"$1\" $labels.instance }}"), "host");
+        assert_eq!(
+            expand("{{ title \"hello world\" }} {{ toUpper \"a\" }}"),
+            "Hello World A"
+        );
+        assert_eq!(
+            expand("{{ reReplaceAll \"(.*):.*\" \"$1\" $labels.instance }}"),
+            "host"
+        );
         assert_eq!(expand("{{ stripPort $labels.instance }}"), "host");
         assert_eq!(
-            expand("{{ with query \"up\" }}{{ . | first | value }} {{ . | first | label \"q\" }}{{ end }}"),
+            expand(
+                "{{ with query \"up\" }}{{ . | first | value }} {{ . | first | label \"q\" }}{{ end }}"
+            ),
             "42 up"
         );
         assert_eq!(expand("{{ $labels.missing }}"), "");

@@ -233,8 +233,10 @@ fn run_file_inner(
     path: &Path,
     new_engine: &dyn Fn() -> Arc<dyn TestEngine>,
 ) -> Result<Vec<String>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let file: TestFile = serde_saphyr::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let file: TestFile =
+        serde_saphyr::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     let eval_interval = duration(&file.evaluation_interval, Duration::from_secs(60))?;
     let dir = path.parent().unwrap_or(Path::new("."));
     let globs: Vec<String> = file
@@ -242,13 +244,18 @@ fn run_file_inner(
         .iter()
         .map(|f| {
             let p = PathBuf::from(f);
-            if p.is_absolute() { p } else { dir.join(p) }.display().to_string()
+            if p.is_absolute() { p } else { dir.join(p) }
+                .display()
+                .to_string()
         })
         .collect();
     let mut groups = Vec::new();
     for p in crate::manager::expand_globs(&globs).map_err(|e| e.to_string())? {
         let loaded = rulefile::load_file(&p, Language::Promql).map_err(|errs| {
-            errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n    ")
+            errs.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n    ")
         })?;
         groups.extend(loaded);
     }
@@ -317,7 +324,10 @@ fn run_group(
     };
     let mut alert_tests: BTreeMap<i64, Vec<&AlertTest>> = BTreeMap::new();
     for t in &tg.alert_rule_test {
-        alert_tests.entry(parse_time(&t.eval_time)?).or_default().push(t);
+        alert_tests
+            .entry(parse_time(&t.eval_time)?)
+            .or_default()
+            .push(t);
     }
     let mut max_t = alert_tests.keys().next_back().copied().unwrap_or(0);
     for t in &tg.promql_expr_test {
@@ -344,7 +354,10 @@ fn run_group(
         if !eval_errs.is_empty() {
             return Ok(eval_errs);
         }
-        while curr < alert_times.len() && ts <= alert_times[curr] && alert_times[curr] < ts + eval_ms {
+        while curr < alert_times.len()
+            && ts <= alert_times[curr]
+            && alert_times[curr] < ts + eval_ms
+        {
             let t = alert_times[curr];
             for test in &alert_tests[&t] {
                 let mut got: Vec<(Labels, Labels)> = groups
@@ -393,7 +406,10 @@ fn run_group(
                 continue;
             }
             Err(e) => {
-                errors.push(format!("{name_prefix}    expr: {:?}, time: {}, err: {e}", test.expr, test.eval_time));
+                errors.push(format!(
+                    "{name_prefix}    expr: {:?}, time: {}, err: {e}",
+                    test.expr, test.eval_time
+                ));
                 continue;
             }
         };
@@ -405,15 +421,20 @@ fn run_group(
         got.sort_by(|a, b| a.0.cmp(&b.0));
         exp.sort_by(|a, b| a.0.cmp(&b.0));
         let same = got.len() == exp.len()
-            && got.iter().zip(&exp).all(|(g, e)| {
-                g.0 == e.0 && (g.1 == e.1)
-            });
+            && got
+                .iter()
+                .zip(&exp)
+                .all(|(g, e)| g.0 == e.0 && (g.1 == e.1));
         if !same {
             let show = |v: &[(Labels, f64)]| {
                 let items: Vec<String> = v
                     .iter()
                     .map(|(l, f)| {
-                        format!("{} {}", fmt_labels(l), crate::api::format_e(*f).to_uppercase())
+                        format!(
+                            "{} {}",
+                            fmt_labels(l),
+                            crate::api::format_e(*f).to_uppercase()
+                        )
                     })
                     .collect();
                 items.join(", ")
@@ -467,7 +488,9 @@ mod tests {
             .collect();
         assert_eq!(
             f,
-            ["1", "_", "1", "3", "5", "5", "4", "7", "7", "_", "_", "stale", "-0.001", "inf"]
+            [
+                "1", "_", "1", "3", "5", "5", "4", "7", "7", "_", "_", "stale", "-0.001", "inf"
+            ]
         );
         assert!(expand_values("1+x").is_err());
     }

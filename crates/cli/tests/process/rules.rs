@@ -15,7 +15,11 @@ fn testdata(name: &str) -> PathBuf {
 }
 
 fn run(program: &str, args: &[&str], dir: &Path) -> Option<Output> {
-    Command::new(program).args(args).current_dir(dir).output().ok()
+    Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .ok()
 }
 
 #[test]
@@ -23,7 +27,9 @@ fn rule_unit_tests_agree_with_promtool() {
     let dir = testdata("");
     let promtool = Command::new("promtool").arg("--version").output().is_ok();
     if !promtool {
-        eprintln!("SKIPPED promtool comparison: promtool is not installed (scripts/install-test-deps.sh installs it)");
+        eprintln!(
+            "SKIPPED promtool comparison: promtool is not installed (scripts/install-test-deps.sh installs it)"
+        );
     }
     // (file, expected verdict)
     for (file, passes) in [
@@ -32,12 +38,15 @@ fn rule_unit_tests_agree_with_promtool() {
         ("extra.yml", true),
         ("extra_fail.yml", false),
     ] {
-        let lucia = run(env!("CARGO_BIN_EXE_lucia"), &["rules", "test", file], &dir)
-            .expect("run lucia");
+        let lucia =
+            run(env!("CARGO_BIN_EXE_lucia"), &["rules", "test", file], &dir).expect("run lucia");
         let stdout = String::from_utf8_lossy(&lucia.stdout);
         let stderr = String::from_utf8_lossy(&lucia.stderr);
         assert_eq!(lucia.status.success(), passes, "{file}: {stdout}{stderr}");
-        assert!(stdout.starts_with(&format!("Unit Testing:  {file}\n")), "{stdout}");
+        assert!(
+            stdout.starts_with(&format!("Unit Testing:  {file}\n")),
+            "{stdout}"
+        );
         if passes {
             assert!(stdout.contains("  SUCCESS"), "{stdout}");
         } else {
@@ -59,20 +68,35 @@ fn rule_unit_tests_agree_with_promtool() {
 #[test]
 fn rules_check_like_promtool() {
     let dir = testdata("");
-    let ok = run(env!("CARGO_BIN_EXE_lucia"), &["rules", "check", "rules.yml"], &dir).expect("run");
+    let ok = run(
+        env!("CARGO_BIN_EXE_lucia"),
+        &["rules", "check", "rules.yml"],
+        &dir,
+    )
+    .expect("run");
     assert!(ok.status.success());
     assert_eq!(
         String::from_utf8_lossy(&ok.stdout),
         "Checking rules.yml\n  SUCCESS: 3 rules found\n\n"
     );
-    let bad = run(env!("CARGO_BIN_EXE_lucia"), &["rules", "check", "bad_rules.yml"], &dir).expect("run");
+    let bad = run(
+        env!("CARGO_BIN_EXE_lucia"),
+        &["rules", "check", "bad_rules.yml"],
+        &dir,
+    )
+    .expect("run");
     assert!(!bad.status.success());
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(
-        err.contains("bad_rules.yml:4: group \"bad\", rule 1, \"not a name\": invalid recording rule name"),
+        err.contains(
+            "bad_rules.yml:4: group \"bad\", rule 1, \"not a name\": invalid recording rule name"
+        ),
         "{err}"
     );
-    assert!(err.contains("rule 2, \"Broken\": could not parse expression"), "{err}");
+    assert!(
+        err.contains("rule 2, \"Broken\": could not parse expression"),
+        "{err}"
+    );
     if let Some(p) = run("promtool", &["check", "rules", "bad_rules.yml"], &dir) {
         assert!(!p.status.success());
     }
@@ -108,7 +132,11 @@ async fn lucia_all_records_series_and_alerts_in_its_tsdb() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let rec = query(&lucia.addr, "lucia:one").await;
-        let alerts = query(&lucia.addr, "ALERTS{alertname=\"AlwaysFiring\",alertstate=\"firing\"}").await;
+        let alerts = query(
+            &lucia.addr,
+            "ALERTS{alertname=\"AlwaysFiring\",alertstate=\"firing\"}",
+        )
+        .await;
         let found = |v: &serde_json::Value| {
             v["data"]["result"]
                 .as_array()
@@ -118,7 +146,10 @@ async fn lucia_all_records_series_and_alerts_in_its_tsdb() {
             assert_eq!(alerts["data"]["result"][0]["metric"]["severity"], "none");
             break;
         }
-        assert!(Instant::now() < deadline, "no recorded series / ALERTS: {rec} {alerts}");
+        assert!(
+            Instant::now() < deadline,
+            "no recorded series / ALERTS: {rec} {alerts}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let rules_api: serde_json::Value = reqwest::get(format!("http://{}/api/v1/rules", lucia.addr))
@@ -127,12 +158,19 @@ async fn lucia_all_records_series_and_alerts_in_its_tsdb() {
         .json()
         .await
         .expect("json");
-    assert_eq!(rules_api["data"]["groups"][0]["rules"][0]["health"], "ok", "{rules_api}");
-    let alerts_api: serde_json::Value = reqwest::get(format!("http://{}/api/v1/alerts", lucia.addr))
-        .await
-        .expect("alerts")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(alerts_api["data"]["alerts"][0]["labels"]["alertname"], "AlwaysFiring");
+    assert_eq!(
+        rules_api["data"]["groups"][0]["rules"][0]["health"], "ok",
+        "{rules_api}"
+    );
+    let alerts_api: serde_json::Value =
+        reqwest::get(format!("http://{}/api/v1/alerts", lucia.addr))
+            .await
+            .expect("alerts")
+            .json()
+            .await
+            .expect("json");
+    assert_eq!(
+        alerts_api["data"]["alerts"][0]["labels"]["alertname"],
+        "AlwaysFiring"
+    );
 }

@@ -13,14 +13,16 @@ use serde_json::Value;
 use super::{Labels, Ruler, config, labels, start_fake, write_rules};
 
 fn alertmanager_binary() -> Option<&'static str> {
-    ["prometheus-alertmanager", "alertmanager"].into_iter().find(|b| {
-        Command::new(b)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok()
-    })
+    ["prometheus-alertmanager", "alertmanager"]
+        .into_iter()
+        .find(|b| {
+            Command::new(b)
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok()
+        })
 }
 
 struct Kill(Child);
@@ -42,7 +44,9 @@ fn free_port() -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_reach_a_webhook_through_a_real_alertmanager() {
     let Some(binary) = alertmanager_binary() else {
-        eprintln!("SKIPPED: prometheus-alertmanager is not installed (scripts/install-test-deps.sh installs it)");
+        eprintln!(
+            "SKIPPED: prometheus-alertmanager is not installed (scripts/install-test-deps.sh installs it)"
+        );
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -77,7 +81,10 @@ async fn alerts_reach_a_webhook_through_a_real_alertmanager() {
     let _am = Kill(
         Command::new(binary)
             .arg(format!("--config.file={}", am_config.display()))
-            .arg(format!("--storage.path={}", dir.path().join("am").display()))
+            .arg(format!(
+                "--storage.path={}",
+                dir.path().join("am").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
             .arg("--cluster.listen-address=")
             .stdout(Stdio::null())
@@ -94,7 +101,10 @@ async fn alerts_reach_a_webhook_through_a_real_alertmanager() {
         .await
         .is_ok_and(|r| r.status().is_success())
     {
-        assert!(std::time::Instant::now() < deadline, "alertmanager did not start");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "alertmanager did not start"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -124,6 +134,9 @@ async fn alerts_reach_a_webhook_through_a_real_alertmanager() {
     let alert = &body["alerts"][0];
     assert_eq!(alert["labels"]["alertname"], "Down", "{body}");
     assert_eq!(alert["labels"]["cluster"], "test", "{body}");
-    assert_eq!(alert["annotations"]["summary"], "h:1 is down (0) in test", "{body}");
+    assert_eq!(
+        alert["annotations"]["summary"], "h:1 is down (0) in test",
+        "{body}"
+    );
     ruler.stop().await;
 }

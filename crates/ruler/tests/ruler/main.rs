@@ -49,7 +49,12 @@ fn tenant(h: &HeaderMap) -> String {
         .to_string()
 }
 
-async fn query(State(f): St, h: HeaderMap, RawQuery(q): RawQuery, path: axum::http::Uri) -> axum::Json<Value> {
+async fn query(
+    State(f): St,
+    h: HeaderMap,
+    RawQuery(q): RawQuery,
+    path: axum::http::Uri,
+) -> axum::Json<Value> {
     let params: BTreeMap<String, String> = form_urlencoded::parse(q.unwrap_or_default().as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
@@ -72,7 +77,9 @@ async fn query(State(f): St, h: HeaderMap, RawQuery(q): RawQuery, path: axum::ht
             .into_iter()
             .map(|(l, values)| json!({"metric": l, "values": values}))
             .collect();
-        return axum::Json(json!({"status": "success", "data": {"resultType": "matrix", "result": result}}));
+        return axum::Json(
+            json!({"status": "success", "data": {"resultType": "matrix", "result": result}}),
+        );
     }
     let answer = f.answers.lock().get(&expr).cloned().unwrap_or_default();
     let result: Vec<Value> = answer
@@ -142,7 +149,10 @@ impl Fake {
 }
 
 pub fn labels(pairs: &[(&str, &str)]) -> Labels {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// A running ruler.
@@ -155,7 +165,9 @@ pub struct Ruler {
 impl Ruler {
     pub async fn start(config: lucia_ruler::Config, data_dir: &Path, multi_tenant: bool) -> Self {
         let (listener, addr): (_, SocketAddr) =
-            lucia_common::server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+            lucia_common::server::bind("127.0.0.1:0".parse().unwrap())
+                .await
+                .unwrap();
         let shutdown = Shutdown::new();
         let ctx = RoleContext {
             advertise_addr: addr,
@@ -168,7 +180,9 @@ impl Ruler {
         };
         let role = lucia_ruler::start(config, ctx.clone()).await.unwrap();
         let task = tokio::spawn(async move {
-            lucia_common::server::serve_roles(listener, &ctx, vec![role]).await.unwrap();
+            lucia_common::server::serve_roles(listener, &ctx, vec![role])
+                .await
+                .unwrap();
         });
         Self {
             url: format!("http://{addr}"),
@@ -201,7 +215,9 @@ impl Ruler {
 
 pub fn config(fake: &str, rule_file: Option<&Path>) -> lucia_ruler::Config {
     lucia_ruler::Config {
-        rule_files: rule_file.map(|p| vec![p.display().to_string()]).unwrap_or_default(),
+        rule_files: rule_file
+            .map(|p| vec![p.display().to_string()])
+            .unwrap_or_default(),
         evaluation_interval: lucia_common::duration::ConfigDuration::from_secs(1),
         tsdb_url: Some(fake.to_string()),
         querier_url: Some(fake.to_string()),
@@ -239,7 +255,10 @@ async fn alerts_are_sent_and_results_written() {
     fake.answer("sum(up)", vec![(Labels::new(), 2.0)]);
     fake.answer(
         "up == 0",
-        vec![(labels(&[("__name__", "up"), ("instance", "h:1"), ("job", "node")]), 0.0)],
+        vec![(
+            labels(&[("__name__", "up"), ("instance", "h:1"), ("job", "node")]),
+            0.0,
+        )],
     );
     let rules = write_rules(dir.path(), RULES);
     let ruler = Ruler::start(config(&url, Some(&rules)), dir.path(), false).await;
@@ -265,12 +284,19 @@ async fn alerts_are_sent_and_results_written() {
     let ends = chrono::DateTime::parse_from_rfc3339(alert["endsAt"].as_str().unwrap()).unwrap();
     // endsAt is 4 resend delays (1m) ahead while firing.
     assert_eq!((ends - starts).num_seconds(), 240, "{alert}");
-    assert!(alert["generatorURL"].as_str().unwrap().contains("/graph?g0.expr=up+%3D%3D+0"));
+    assert!(
+        alert["generatorURL"]
+            .as_str()
+            .unwrap()
+            .contains("/graph?g0.expr=up+%3D%3D+0")
+    );
 
     // Recorded series and ALERTS in tsdb, for tenant fake.
     fake.wait_for("recorded series and ALERTS", |f| {
         let w = f.written.lock();
-        let rec = w.iter().any(|(t, l, _, v)| t == "fake" && l.get("__name__").map(String::as_str) == Some("job:up:sum") && *v == 2.0);
+        let rec = w.iter().any(|(t, l, _, v)| {
+            t == "fake" && l.get("__name__").map(String::as_str) == Some("job:up:sum") && *v == 2.0
+        });
         let alerts = w.iter().any(|(_, l, _, v)| {
             l.get("__name__").map(String::as_str) == Some("ALERTS")
                 && l.get("alertstate").map(String::as_str) == Some("firing")
@@ -291,7 +317,13 @@ async fn alerts_are_sent_and_results_written() {
     assert_eq!(group["rules"][1]["state"], "firing");
     assert_eq!(group["rules"][1]["alerts"][0]["value"], "0e+00");
     let only_rec = ruler.json("/api/v1/rules?type=record").await;
-    assert_eq!(only_rec["data"]["groups"][0]["rules"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        only_rec["data"]["groups"][0]["rules"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     let alerts_json = ruler.json("/api/v1/alerts").await;
     assert_eq!(alerts_json["data"]["alerts"][0]["state"], "firing");
     assert_eq!(ruler.get("/api/v1/rules?type=bad", "fake").await.0, 400);
@@ -313,7 +345,9 @@ async fn alerts_are_sent_and_results_written() {
         f.written
             .lock()
             .iter()
-            .any(|(_, l, _, v)| l.get("__name__").map(String::as_str) == Some("ALERTS") && v.is_nan())
+            .any(|(_, l, _, v)| {
+                l.get("__name__").map(String::as_str) == Some("ALERTS") && v.is_nan()
+            })
             .then_some(())
     })
     .await;
@@ -354,7 +388,10 @@ async fn evaluations_run_at_consistent_times() {
 async fn restart_restores_for_state() {
     let dir = tempfile::tempdir().unwrap();
     let (fake, url) = start_fake().await;
-    fake.answer("up == 0", vec![(labels(&[("__name__", "up"), ("instance", "h:1")]), 0.0)]);
+    fake.answer(
+        "up == 0",
+        vec![(labels(&[("__name__", "up"), ("instance", "h:1")]), 0.0)],
+    );
     let text = "groups:\n  - name: slow\n    interval: 200ms\n    rules:\n      - alert: SlowDown\n        expr: up == 0\n        for: 1h\n";
     let rules = write_rules(dir.path(), text);
     let ruler = Ruler::start(config(&url, Some(&rules)), dir.path(), false).await;
@@ -364,13 +401,18 @@ async fn restart_restores_for_state() {
             .written
             .lock()
             .iter()
-            .filter(|(_, l, _, _)| l.get("__name__").map(String::as_str) == Some("ALERTS_FOR_STATE"))
+            .filter(|(_, l, _, _)| {
+                l.get("__name__").map(String::as_str) == Some("ALERTS_FOR_STATE")
+            })
             .count();
         (n >= 5).then_some(())
     })
     .await;
     let before = ruler.json("/api/v1/alerts").await;
-    let active_before = before["data"]["alerts"][0]["activeAt"].as_str().unwrap().to_string();
+    let active_before = before["data"]["alerts"][0]["activeAt"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(before["data"]["alerts"][0]["state"], "pending");
     ruler.stop().await;
     let (_, _, down_at, value) = fake
@@ -387,21 +429,36 @@ async fn restart_restores_for_state() {
     let ruler = Ruler::start(config(&url, Some(&rules)), dir.path(), false).await;
     let after = loop {
         let a = ruler.json("/api/v1/alerts").await;
-        if a["data"]["alerts"].as_array().is_some_and(|l| !l.is_empty()) {
+        if a["data"]["alerts"]
+            .as_array()
+            .is_some_and(|l| !l.is_empty())
+        {
             break a;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(chrono::Utc::now() - restart < chrono::TimeDelta::seconds(30));
     };
-    let active_after = chrono::DateTime::parse_from_rfc3339(after["data"]["alerts"][0]["activeAt"].as_str().unwrap()).unwrap();
+    let active_after = chrono::DateTime::parse_from_rfc3339(
+        after["data"]["alerts"][0]["activeAt"].as_str().unwrap(),
+    )
+    .unwrap();
     let active_before = chrono::DateTime::parse_from_rfc3339(&active_before).unwrap();
     // The time spent pending before the outage is kept: activeAt moved by
     // the downtime, well before the restart.
     let pending_before = down_at / 1000 - value as i64;
     let pending_after = restart.timestamp() - active_after.timestamp();
-    assert!(pending_after >= pending_before - 1, "before {active_before}, after {active_after}, pending {pending_before}s");
-    assert!(active_after > active_before, "before {active_before}, after {active_after}");
-    assert!(active_after.timestamp() < restart.timestamp(), "after {active_after}, restart {restart}");
+    assert!(
+        pending_after >= pending_before - 1,
+        "before {active_before}, after {active_after}, pending {pending_before}s"
+    );
+    assert!(
+        active_after > active_before,
+        "before {active_before}, after {active_after}"
+    );
+    assert!(
+        active_after.timestamp() < restart.timestamp(),
+        "after {active_after}, restart {restart}"
+    );
     ruler.stop().await;
 }
 
@@ -437,8 +494,13 @@ async fn loki_ruler_api_manages_logql_groups_per_tenant() {
 
     let (status, body) = ruler.get("/loki/api/v1/rules", "tenant1").await;
     assert_eq!(status, 200, "{body}");
-    assert!(body.contains("\"team-a\":") && body.contains("ManyErrors"), "{body}");
-    let (status, body) = ruler.get("/loki/api/v1/rules/team-a/errors", "tenant1").await;
+    assert!(
+        body.contains("\"team-a\":") && body.contains("ManyErrors"),
+        "{body}"
+    );
+    let (status, body) = ruler
+        .get("/loki/api/v1/rules/team-a/errors", "tenant1")
+        .await;
     assert_eq!(status, 200, "{body}");
     assert!(body.starts_with("name: \"errors\""), "{body}");
     // Another tenant sees nothing.
@@ -451,7 +513,12 @@ async fn loki_ruler_api_manages_logql_groups_per_tenant() {
         })
     })
     .await;
-    assert!(fake.queries.lock().iter().any(|q| q.0 == "/loki/api/v1/query" && q.1 == "tenant1"));
+    assert!(
+        fake.queries
+            .lock()
+            .iter()
+            .any(|q| q.0 == "/loki/api/v1/query" && q.1 == "tenant1")
+    );
     let (_, body) = ruler.get("/prometheus/api/v1/rules", "tenant1").await;
     assert!(body.contains("ManyErrors"), "{body}");
     let (_, body) = ruler.get("/api/v1/alerts", "tenant2").await;
@@ -470,7 +537,10 @@ async fn loki_ruler_api_manages_logql_groups_per_tenant() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 202);
-    assert_eq!(ruler.get("/loki/api/v1/rules/team-a", "tenant1").await.0, 404);
+    assert_eq!(
+        ruler.get("/loki/api/v1/rules/team-a", "tenant1").await.0,
+        404
+    );
     let (_, body) = ruler.get("/api/v1/rules", "tenant1").await;
     assert!(!body.contains("errors"), "{body}");
     ruler.stop().await;
@@ -484,7 +554,9 @@ async fn bad_rule_files_name_file_group_rule_and_line() {
         "groups:\n  - name: g\n    rules:\n      - alert: Bad\n        expr: 'sum(up'\n",
     );
     let (_, url) = start_fake().await;
-    let (_listener, addr) = lucia_common::server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let (_listener, addr) = lucia_common::server::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     let ctx = RoleContext {
         advertise_addr: addr,
         metrics: lucia_common::metrics::Metrics::new(),
@@ -498,5 +570,8 @@ async fn bad_rule_files_name_file_group_rule_and_line() {
         Ok(_) => panic!("bad rules accepted"),
         Err(e) => e.to_string(),
     };
-    assert!(err.contains("rules.yml:4: group \"g\", rule 1, \"Bad\": could not parse expression"), "{err}");
+    assert!(
+        err.contains("rules.yml:4: group \"g\", rule 1, \"Bad\": could not parse expression"),
+        "{err}"
+    );
 }
