@@ -121,6 +121,7 @@ pub async fn start_fake() -> (Arc<Fake>, String) {
         .route("/loki/api/v1/query", get(query))
         .route("/api/v1/write", post(write))
         .route("/api/v2/alerts", post(alerts))
+        .route("/ready", get(|| async { "ready" }))
         .with_state(fake.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -164,6 +165,15 @@ pub struct Ruler {
 
 impl Ruler {
     pub async fn start(config: lucia_ruler::Config, data_dir: &Path, multi_tenant: bool) -> Self {
+        Self::start_with(config, data_dir, multi_tenant, None).await
+    }
+
+    pub async fn start_with(
+        config: lucia_ruler::Config,
+        data_dir: &Path,
+        multi_tenant: bool,
+        consul: Option<lucia_common::consul::ConsulConfig>,
+    ) -> Self {
         let (listener, addr): (_, SocketAddr) =
             lucia_common::server::bind("127.0.0.1:0".parse().unwrap())
                 .await
@@ -176,7 +186,7 @@ impl Ruler {
             shutdown: shutdown.clone(),
             data_dir: data_dir.to_path_buf(),
             multi_tenant,
-            consul: None,
+            consul,
         };
         let role = lucia_ruler::start(config, ctx.clone()).await.unwrap();
         let task = tokio::spawn(async move {
@@ -574,4 +584,54 @@ async fn bad_rule_files_name_file_group_rule_and_line() {
         err.contains("rules.yml:4: group \"g\", rule 1, \"Bad\": could not parse expression"),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_are_discovered_in_consul() {
+    use lucia_common::consul::{ConsulClient, HttpCheck, ServiceRegistration};
+    let dir = tempfile::tempdir().unwrap();
+    let consul = lucia_tests::fake_consul::FakeConsul::start().await;
+    let mut consul_config = consul.config();
+    consul_config.check_interval = lucia_common::duration::ConfigDuration::from_millis(100);
+    let (fake, url) = start_fake().await;
+    fake.answer("sum(up)", vec![(Labels::new(), 1.0)]);
+    fake.answer("up == 0", vec![(labels(&[("instance", "h:1")]), 0.0)]);
+    let addr: SocketAddr = url.trim_start_matches("http://").parse().unwrap();
+    let client = ConsulClient::new(&consul_config).unwrap();
+    for name in ["lucia-tsdb", "lucia-alert-router"] {
+        client
+            .register_service(&ServiceRegistration {
+                id: format!("{name}-1"),
+                name: name.to_string(),
+                tags: vec![],
+                address: addr.ip().to_string(),
+                port: addr.port(),
+                meta: BTreeMap::new(),
+                check: Some(HttpCheck::new(format!("{url}/ready"), &consul_config)),
+            })
+            .await
+            .unwrap();
+    }
+    let rules = write_rules(dir.path(), RULES);
+    let mut cfg = config(&url, Some(&rules));
+    cfg.tsdb_url = None;
+    cfg.querier_url = None;
+    cfg.alertmanager_urls = vec![];
+    let ruler = Ruler::start_with(cfg, dir.path(), false, Some(consul_config)).await;
+    fake.wait_for("an alert through consul discovery", |f| {
+        f.alerts
+            .lock()
+            .iter()
+            .any(|(_, b)| b.to_string().contains("\"Down\""))
+            .then_some(())
+    })
+    .await;
+    assert!(
+        fake.written
+            .lock()
+            .iter()
+            .any(|(_, l, _, _)| l["__name__"] == "job:up:sum")
+    );
+    ruler.stop().await;
+    consul.stop().await;
 }
