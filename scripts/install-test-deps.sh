@@ -5,11 +5,13 @@
 # side-by-side tests).
 set -euo pipefail
 
-# rocksdb (tsdb) needs libclang at build time for its bindings.
+# rocksdb (tsdb) needs libclang at build time for its bindings; the scrape
+# tests scrape the Debian node exporter.
 need_apt=()
 dpkg -s libclang-dev >/dev/null 2>&1 || need_apt+=(libclang-dev)
 # prometheus and promtool: the tsdb's side-by-side tests.
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+command -v prometheus-node-exporter >/dev/null 2>&1 || need_apt+=(prometheus-node-exporter)
 # Alertmanager: the ruler sends alerts to a real one in its tests.
 command -v prometheus-alertmanager >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager)
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -24,4 +26,4 @@ fi
 
 python3 -m pip install --quiet --disable-pip-version-check \
     pytest==8.3.5 python-logging-loki==0.3.1 requests python-snappy "moto[server]==5.2.5" \
-    websocket-client==1.9.2
+    websocket-client==1.9.2 prometheus-client==0.26.0

@@ -13,8 +13,8 @@ use lucia_common::duration::ConfigDuration;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-use crate::relabel::RelabelConfig;
 use crate::stages::StageConfig;
+use lucia_common::relabel::RelabelConfig;
 
 /// A Promtail configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]

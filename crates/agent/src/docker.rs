@@ -18,9 +18,9 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWrite
 use tokio::sync::mpsc;
 
 use crate::positions::Positions;
-use crate::relabel::LabelMap;
 use crate::stages::{Entry, Pipeline};
 use crate::tail::Shipment;
+use lucia_common::relabel::LabelMap;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -371,7 +371,7 @@ pub async fn tail(
     host: String,
     id: String,
     raw_labels: LabelMap,
-    relabel: Vec<crate::relabel::RelabelConfig>,
+    relabel: Vec<lucia_common::relabel::RelabelConfig>,
     mut pipeline: Pipeline,
     tx: mpsc::Sender<Shipment>,
     positions: Positions,
@@ -389,7 +389,7 @@ pub async fn tail(
             "__meta_docker_container_log_stream".to_string(),
             stream.to_string(),
         );
-        crate::relabel::relabel(labels, &relabel).map(|l| {
+        lucia_common::relabel::relabel(labels, &relabel).map(|l| {
             l.into_iter()
                 .filter(|(k, _)| !k.starts_with("__"))
                 .collect()

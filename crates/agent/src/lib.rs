@@ -15,7 +15,6 @@ pub mod glob;
 pub mod metrics;
 pub mod positions;
 pub mod push_api;
-pub mod relabel;
 pub mod stage_metrics;
 pub mod stages;
 pub mod syslog;
@@ -31,9 +30,9 @@ use tokio::sync::mpsc;
 pub use crate::config::Config;
 use crate::metrics::AgentMetrics;
 use crate::positions::Positions;
-use crate::relabel::LabelMap;
 use crate::stages::Pipeline;
 use crate::tail::{Shipment, Tailer};
+use lucia_common::relabel::LabelMap;
 
 /// Entries read and not yet taken into a batch.
 pub const QUEUE_CAPACITY: usize = 10_000;
@@ -434,7 +433,8 @@ pub fn discover(config: &Config) -> BTreeMap<String, (LabelMap, usize)> {
             for target in targets {
                 let mut labels = st.labels.clone();
                 labels.insert("__address__".to_string(), target.to_string());
-                let Some(labels) = relabel::relabel(labels, &sc.relabel_configs) else {
+                let Some(labels) = lucia_common::relabel::relabel(labels, &sc.relabel_configs)
+                else {
                     continue;
                 };
                 let Some(pattern) = labels.get("__path__") else {

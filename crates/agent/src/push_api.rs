@@ -17,9 +17,9 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use crate::config::ServerConfig;
-use crate::relabel::{LabelMap, RelabelConfig};
 use crate::stages::{Entry, Pipeline};
 use crate::tail::Shipment;
+use lucia_common::relabel::{LabelMap, RelabelConfig};
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -112,7 +112,7 @@ async fn handle(target: &Target, headers: &HeaderMap, body: &[u8]) -> (StatusCod
             for (k, v) in &target.config.labels {
                 labels.insert(k.clone(), v.clone());
             }
-            let Some(labels) = crate::relabel::relabel(labels, &target.relabel) else {
+            let Some(labels) = lucia_common::relabel::relabel(labels, &target.relabel) else {
                 continue;
             };
             let labels: LabelMap = labels

@@ -12,8 +12,8 @@ use lucia_logql::template::{Template, TemplateData};
 use regex::Regex;
 use serde::Deserialize;
 
-use crate::relabel::LabelMap;
 use crate::stage_metrics::{CustomMetrics, MetricStage};
+use lucia_common::relabel::LabelMap;
 
 /// One log entry as it flows through a pipeline.
 #[derive(Debug, Clone, PartialEq)]

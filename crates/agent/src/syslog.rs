@@ -13,9 +13,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use crate::relabel::{LabelMap, RelabelConfig};
 use crate::stages::{Entry, Pipeline};
 use crate::tail::Shipment;
+use lucia_common::relabel::{LabelMap, RelabelConfig};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -355,7 +355,7 @@ async fn handle(target: &Target, m: Message, raw: &str, peer: std::net::SocketAd
             labels.insert(key, value.clone());
         }
     }
-    let Some(labels) = crate::relabel::relabel(labels, &target.relabel) else {
+    let Some(labels) = lucia_common::relabel::relabel(labels, &target.relabel) else {
         return true;
     };
     let labels: LabelMap = labels

@@ -12,8 +12,8 @@ use tokio::sync::mpsc;
 
 use crate::metrics::AgentMetrics;
 use crate::positions::{FileId, Positions};
-use crate::relabel::LabelMap;
 use crate::stages::{Entry, Pipeline};
+use lucia_common::relabel::LabelMap;
 
 /// An entry on its way to the clients, with where it came from so that its
 /// position is recorded once it was acknowledged.

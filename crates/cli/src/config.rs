@@ -24,6 +24,19 @@ pub struct FileConfig {
     pub ruler: lucia_ruler::Config,
     pub alert_router: lucia_alert_router::Config,
     pub gateway: lucia_gateway::Config,
+    // Prometheus' sections: a Prometheus configuration file is a valid
+    // Lucia config file; tsdb scrapes what `scrape_configs` lists.
+    pub global: lucia_tsdb::scrape::config::GlobalConfig,
+    pub scrape_configs: Option<Vec<lucia_tsdb::scrape::config::ScrapeConfig>>,
+    pub alerting: Option<serde::de::IgnoredAny>,
+    pub rule_files: Option<serde::de::IgnoredAny>,
+    pub remote_write: Option<serde::de::IgnoredAny>,
+    pub remote_read: Option<serde::de::IgnoredAny>,
+    pub tracing: Option<serde::de::IgnoredAny>,
+    /// Set by [`FileConfig::load`]: relative paths in scrape configs are
+    /// resolved against the file's directory.
+    #[serde(skip)]
+    pub directory: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -34,7 +47,30 @@ pub struct ServerSection {
 
 impl FileConfig {
     pub fn load(path: &Path, expand_env: bool) -> Result<Self, lucia_common::config::ConfigError> {
-        lucia_common::config::load(path, expand_env)
+        let mut config: Self = lucia_common::config::load(path, expand_env)?;
+        config.directory = path.parent().map(Path::to_path_buf);
+        Ok(config)
+    }
+
+    /// The scrape setup: the file's `scrape_configs`, or, for `lucia all`
+    /// without them, the process itself.
+    pub fn scrape_setup(&self, all: bool) -> anyhow::Result<lucia_tsdb::ScrapeSetup> {
+        let Some(scrape_configs) = &self.scrape_configs else {
+            return Ok(if all {
+                lucia_tsdb::ScrapeSetup::Itself
+            } else {
+                lucia_tsdb::ScrapeSetup::Nothing
+            });
+        };
+        let mut config = lucia_tsdb::scrape::config::ScrapeFileConfig::new(
+            self.global.clone(),
+            scrape_configs.clone(),
+        );
+        if let Some(dir) = &self.directory {
+            config.set_directory(dir);
+        }
+        config.validate()?;
+        Ok(lucia_tsdb::ScrapeSetup::Config(Box::new(config)))
     }
 
     pub fn distributor(&self) -> lucia_ingester::distributor::Config {

@@ -387,7 +387,11 @@ fn test_promql(files: &[PathBuf]) -> anyhow::Result<std::process::ExitCode> {
 
 async fn run(role: &str, args: RoleArgs, file: FileConfig) -> anyhow::Result<()> {
     let default_port = if role == "tsdb" { 9090 } else { 3100 };
-    let tsdb = args.tsdb_config(&file);
+    let mut tsdb = args.tsdb_config(&file);
+    tsdb.scrape = file.scrape_setup(role == "all")?;
+    if let Some(window) = file.storage.tsdb.out_of_order_time_window {
+        tsdb.out_of_order_time_window = window;
+    }
     let process = ProcessConfig {
         listen_address: args
             .listen_address

@@ -8,6 +8,7 @@ pub mod gotemplate;
 pub mod labels;
 pub mod matchers;
 pub mod metrics;
+pub mod relabel;
 pub mod ring;
 pub mod server;
 pub mod store;

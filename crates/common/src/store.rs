@@ -30,6 +30,16 @@ pub struct StorageConfig {
     pub backend: StorageBackend,
     pub filesystem: FilesystemConfig,
     pub s3: Option<S3Config>,
+    /// Prometheus' `storage.tsdb` section, so that a Prometheus
+    /// configuration file is a valid Lucia config file.
+    pub tsdb: PrometheusTsdbStorage,
+}
+
+/// Prometheus' `storage.tsdb` section (what tsdb uses of it).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrometheusTsdbStorage {
+    pub out_of_order_time_window: Option<crate::duration::ConfigDuration>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

@@ -1,6 +1,8 @@
 //! An in-process fake of the Consul endpoints Lucia uses: agent service
-//! register/deregister with HTTP checks, `health/service` and the KV store,
-//! with blocking queries, CAS and `X-Consul-Index` as Consul has them.
+//! register/deregister with HTTP checks, `agent/self`, `catalog/services`,
+//! `health/service` (with `tag` filters) and the KV store, with blocking
+//! queries, CAS and `X-Consul-Index` as Consul has them. One node,
+//! `fake-consul` at 127.0.0.1, in datacenter `dc1`.
 //!
 //! One global index goes up on every change, as Consul's raft index does;
 //! each read answers the highest index of the data it covers, so a blocking
@@ -13,7 +15,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
@@ -184,6 +186,8 @@ impl FakeConsul {
         let router = Router::new()
             .route("/v1/agent/service/register", put(register))
             .route("/v1/agent/service/deregister/{id}", put(deregister))
+            .route("/v1/agent/self", get(agent_self))
+            .route("/v1/catalog/services", get(catalog_services))
             .route("/v1/health/service/{name}", get(health_service))
             .route("/v1/kv/{*key}", get(kv_get).put(kv_put).delete(kv_delete))
             .with_state(shared.clone());
@@ -543,6 +547,7 @@ async fn health_service(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
+    RawQuery(raw_query): RawQuery,
     Path(name): Path<String>,
 ) -> Response {
     if let Err(denied) = shared.authorize(&headers, &query) {
@@ -553,13 +558,19 @@ async fn health_service(
         Err(bad) => return bad.into_response(),
     };
     let passing_only = flag(&query, "passing");
+    let tags = repeated(raw_query.as_deref(), "tag");
+    let node_ok = node_meta_matches(raw_query.as_deref());
     let (index, entries) = block(&shared, min_index, wait, |inner| {
         let index = inner.service_index.get(&name).copied().unwrap_or(0);
         let entries: Vec<serde_json::Value> = inner
             .services
             .values()
-            .filter(|s| s.reg.name == name)
+            .filter(|s| s.reg.name == name && node_ok)
             .filter(|s| !passing_only || s.status == "passing")
+            .filter(|s| {
+                let have = s.reg.tags.clone().unwrap_or_default();
+                tags.iter().all(|t| have.contains(t))
+            })
             .map(health_entry)
             .collect();
         (index, entries)
@@ -584,12 +595,82 @@ fn health_entry(s: &Service) -> serde_json::Value {
     }
     json!({
         "Node": {"ID": "00000000-0000-0000-0000-000000000001", "Node": "fake-consul",
-                 "Address": "127.0.0.1", "Datacenter": "dc1", "TaggedAddresses": null, "Meta": null},
+                 "Address": "127.0.0.1", "Datacenter": "dc1",
+                 "TaggedAddresses": {"lan": "127.0.0.1", "lan_ipv4": "127.0.0.1",
+                                     "wan": "127.0.0.1", "wan_ipv4": "127.0.0.1"},
+                 "Meta": {"consul-network-segment": ""}},
         "Service": {"ID": s.reg.id, "Service": s.reg.name, "Tags": s.reg.tags,
                     "Address": s.reg.address, "Port": s.reg.port, "Meta": s.reg.meta,
                     "CreateIndex": s.create_index, "ModifyIndex": s.modify_index},
         "Checks": checks,
     })
+}
+
+/// Every value of a repeated query parameter (`?tag=a&tag=b`).
+fn repeated(raw: Option<&str>, name: &str) -> Vec<String> {
+    form_urlencoded::parse(raw.unwrap_or("").as_bytes())
+        .filter(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+        .collect()
+}
+
+/// Whether the fake's one node matches `?node-meta=key:value` filters (its
+/// only meta key is `consul-network-segment`, empty, as a dev agent's).
+fn node_meta_matches(raw: Option<&str>) -> bool {
+    repeated(raw, "node-meta")
+        .iter()
+        .all(|kv| kv == "consul-network-segment:")
+}
+
+/// `GET /v1/agent/self`: the part of the agent's config clients read.
+async fn agent_self(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if let Err(denied) = shared.authorize(&headers, &query) {
+        return denied.into_response();
+    }
+    axum::Json(json!({
+        "Config": {"Datacenter": "dc1", "NodeName": "fake-consul", "NodeID":
+                   "00000000-0000-0000-0000-000000000001", "Server": true},
+        "Member": {"Name": "fake-consul", "Addr": "127.0.0.1"},
+        "Meta": {"consul-network-segment": ""},
+    }))
+    .into_response()
+}
+
+/// `GET /v1/catalog/services`: every service name with the union of its
+/// instances' tags; blocks until any service changes.
+async fn catalog_services(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    RawQuery(raw_query): RawQuery,
+) -> Response {
+    if let Err(denied) = shared.authorize(&headers, &query) {
+        return denied.into_response();
+    }
+    let (min_index, wait) = match blocking_params(&query) {
+        Ok(params) => params,
+        Err(bad) => return bad.into_response(),
+    };
+    let node_ok = node_meta_matches(raw_query.as_deref());
+    let (index, services) = block(&shared, min_index, wait, |inner| {
+        let index = inner.service_index.values().copied().max().unwrap_or(0);
+        let mut services: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for s in inner.services.values().filter(|_| node_ok) {
+            let tags = services.entry(s.reg.name.clone()).or_default();
+            for tag in s.reg.tags.clone().unwrap_or_default() {
+                if !tags.contains(&tag) {
+                    tags.push(tag);
+                }
+            }
+        }
+        (index, services)
+    })
+    .await;
+    with_index(index, StatusCode::OK, json!(services))
 }
 
 async fn kv_get(

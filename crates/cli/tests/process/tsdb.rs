@@ -158,3 +158,84 @@ async fn acknowledged_remote_writes_survive_sigkill() {
         assert_eq!(samples, want, "series {s}");
     }
 }
+
+async fn query(client: &reqwest::Client, addr: &str, q: &str, time: f64) -> serde_json::Value {
+    client
+        .get(format!(
+            "http://{addr}/api/v1/query?{}",
+            form_urlencoded::Serializer::new(String::new())
+                .append_pair("query", q)
+                .append_pair("time", &time.to_string())
+                .finish()
+        ))
+        .send()
+        .await
+        .expect("query")
+        .json()
+        .await
+        .expect("json")
+}
+
+fn start_tsdb(dir: &std::path::Path, name: &str, port: u16, peer_port: u16) -> std::process::Child {
+    let config = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &config,
+        format!("tsdb:\n  wal_fsync: never\n  peers: ['http://127.0.0.1:{peer_port}']\n"),
+    )
+    .expect("write config");
+    std::process::Command::new(env!("CARGO_BIN_EXE_lucia"))
+        .arg("tsdb")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg(format!("--data.dir={}", dir.join(name).display()))
+        .arg("--log.level=warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start lucia tsdb")
+}
+
+/// Two tsdb members, each holding part of the data (one series only on
+/// each, one series split in time between them): a query on either answers
+/// over the union, as one node holding everything would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_fan_out_over_tsdb_members() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (pa, pb) = (free_port(), free_port());
+    let a = Lucia::adopt(start_tsdb(dir.path(), "a", pa, pb), pa).await;
+    let b = Lucia::adopt(start_tsdb(dir.path(), "b", pb, pa), pb).await;
+    let client = reqwest::Client::new();
+    let base = 1_700_000_000_000i64;
+    let push = |addr: String, series: Vec<usize>, from: usize, to: usize| {
+        let client = client.clone();
+        async move {
+            let r = client
+                .post(format!("http://{addr}/api/v1/write"))
+                .header("Content-Encoding", "snappy")
+                .body(body(&series, from, to, base))
+                .send()
+                .await
+                .expect("push");
+            assert_eq!(r.status(), 204);
+        }
+    };
+    push(a.addr.clone(), vec![1], 0, 10).await;
+    push(b.addr.clone(), vec![2], 0, 10).await;
+    push(a.addr.clone(), vec![3], 0, 5).await;
+    push(b.addr.clone(), vec![3], 5, 10).await;
+    let t = (base + 9 * STEP_MS) as f64 / 1000.0;
+    for member in [&a, &b] {
+        let r = query(&client, &member.addr, "count(crash_test_metric)", t).await;
+        assert_eq!(r["data"]["result"][0]["value"][1], "3", "{r}");
+        let r = query(
+            &client,
+            &member.addr,
+            "count_over_time(crash_test_metric{series=\"3\"}[10m])",
+            t,
+        )
+        .await;
+        assert_eq!(r["data"]["result"][0]["value"][1], "10", "{r}");
+        let r = query(&client, &member.addr, "sum(crash_test_metric)", t).await;
+        let want: f64 = [1, 2, 3].iter().map(|&s| value(s, 9)).sum();
+        assert_eq!(r["data"]["result"][0]["value"][1], want.to_string(), "{r}");
+    }
+}

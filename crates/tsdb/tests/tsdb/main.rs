@@ -2,3 +2,4 @@
 
 mod api;
 mod promql_conformance;
+mod scrape;
