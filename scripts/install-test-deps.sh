@@ -12,8 +12,9 @@ dpkg -s libclang-dev >/dev/null 2>&1 || need_apt+=(libclang-dev)
 # prometheus and promtool: the tsdb's side-by-side tests.
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v prometheus-node-exporter >/dev/null 2>&1 || need_apt+=(prometheus-node-exporter)
-# Alertmanager: the ruler sends alerts to a real one in its tests.
-command -v prometheus-alertmanager >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager)
+# amtool and Alertmanager: the alert-router's real-client tests and the
+# ruler's (alerts to a real Alertmanager).
+command -v amtool >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager)
 if [ ${#need_apt[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q

@@ -86,6 +86,17 @@ impl FileConfig {
         config
     }
 
+    /// The alert-router in `lucia all`: under `/alertmanager` unless the
+    /// section says otherwise, so that its `/-/` routes stay apart from
+    /// the other roles' (as in Mimir).
+    pub fn alert_router_all(&self) -> lucia_alert_router::Config {
+        let mut config = self.alert_router.clone();
+        if config.route_prefix.is_none() && config.external_url.is_none() {
+            config.route_prefix = Some("/alertmanager".to_string());
+        }
+        config
+    }
+
     pub fn querier(&self) -> lucia_querier::Config {
         let mut config = self.querier.clone();
         config.storage = self.storage.clone();

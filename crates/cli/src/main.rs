@@ -45,8 +45,8 @@ enum Command {
     Tsdb(RoleArgs),
     /// Evaluate recording and alerting rules (PromQL against tsdb, LogQL against the querier) and send alerts
     Ruler(RoleArgs),
-    /// Route alerts to receivers (not implemented yet: /ready and /metrics only)
-    AlertRouter(RoleArgs),
+    /// Route alerts to receivers: an Alertmanager drop-in (Alertmanager's flags and config file)
+    AlertRouter(AlertRouterArgs),
     /// The front door for Grafana (not implemented yet: /ready and /metrics only)
     Gateway(RoleArgs),
     /// Ship log files to Lucia or Loki, configured by a Promtail configuration file
@@ -191,6 +191,48 @@ struct AgentArgs {
     log_format: LogFormat,
 }
 
+#[derive(Args, Clone)]
+struct AlertRouterArgs {
+    /// Alertmanager configuration file [default: one route to a receiver `default`]
+    #[arg(long = "config.file", value_name = "FILE")]
+    config_file: Option<PathBuf>,
+    /// Where silences and the notification log are kept
+    #[arg(long = "storage.path", default_value = "data/", value_name = "DIR")]
+    storage_path: PathBuf,
+    /// Address of the HTTP listener
+    #[arg(
+        long = "web.listen-address",
+        default_value = "0.0.0.0:9093",
+        value_name = "ADDR"
+    )]
+    listen_address: SocketAddr,
+    /// The URL the router is reachable at (links in notifications)
+    #[arg(long = "web.external-url", value_name = "URL")]
+    external_url: Option<String>,
+    /// Prefix of every route [default: the external URL's path]
+    #[arg(long = "web.route-prefix", value_name = "PATH")]
+    route_prefix: Option<String>,
+    /// How long expired silences are kept
+    #[arg(
+        long = "data.retention",
+        default_value = "120h",
+        value_name = "DURATION"
+    )]
+    data_retention: String,
+    /// Require X-Scope-OrgID on every request and keep tenants apart
+    #[arg(long = "auth.enabled")]
+    auth_enabled: bool,
+    /// Register in Consul at this address (host:port)
+    #[arg(long = "consul.address", value_name = "ADDR")]
+    consul_address: Option<String>,
+    /// Log level: error, warn, info, debug or trace
+    #[arg(long = "log.level", default_value = "info", value_name = "LEVEL")]
+    log_level: String,
+    /// Log format: text (or logfmt) or json
+    #[arg(long = "log.format", default_value = "text", value_name = "FORMAT")]
+    log_format: LogFormat,
+}
+
 /// Promtail's flags have one dash (`-config.file=x`, `-dry-run`); clap wants
 /// two. Rewrites them for `lucia agent` so Promtail command lines work.
 fn promtail_style_args(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
@@ -235,6 +277,9 @@ fn real_main() -> anyhow::Result<std::process::ExitCode> {
     if let Command::Agent(args) = &cli.command {
         return run_agent(args.clone());
     }
+    if let Command::AlertRouter(args) = &cli.command {
+        return run_alert_router(args.clone());
+    }
     if let Command::Bench(BenchCommand::Push(args)) = cli.command {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -274,9 +319,12 @@ fn real_main() -> anyhow::Result<std::process::ExitCode> {
         Command::Querier(a) => ("querier", a),
         Command::Tsdb(a) => ("tsdb", a),
         Command::Ruler(a) => ("ruler", a),
-        Command::AlertRouter(a) => ("alert-router", a),
         Command::Gateway(a) => ("gateway", a),
-        Command::Agent(_) | Command::Bench(_) | Command::Test(_) | Command::Rules(_) => {
+        Command::Agent(_)
+        | Command::AlertRouter(_)
+        | Command::Bench(_)
+        | Command::Test(_)
+        | Command::Rules(_) => {
             unreachable!("handled above")
         }
     };
@@ -329,6 +377,46 @@ fn run_agent(args: AgentArgs) -> anyhow::Result<std::process::ExitCode> {
         server::cancel_on_signals(shutdown.clone());
         tracing::info!(version = env!("CARGO_PKG_VERSION"), "starting lucia agent");
         lucia_agent::run(config, options, process, shutdown).await?;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// `lucia alert-router --config.file alertmanager.yml`: the Alertmanager
+/// drop-in, with Alertmanager's flags.
+fn run_alert_router(args: AlertRouterArgs) -> anyhow::Result<std::process::ExitCode> {
+    let data_retention =
+        lucia_common::duration::parse_duration(&args.data_retention).context("--data.retention")?;
+    let config = lucia_alert_router::Config {
+        config_file: args.config_file.clone(),
+        storage_path: Some(args.storage_path.clone()),
+        external_url: args.external_url.clone(),
+        route_prefix: args.route_prefix.clone(),
+        data_retention: lucia_common::duration::ConfigDuration(data_retention),
+    };
+    let process = ProcessConfig {
+        listen_address: args.listen_address,
+        data_dir: args.storage_path.clone(),
+        multi_tenant: args.auth_enabled,
+        consul: args
+            .consul_address
+            .as_deref()
+            .map(lucia_common::consul::ConsulConfig::new),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let _telemetry = telemetry::init("lucia-alert-router", &args.log_level, args.log_format)
+            .map_err(anyhow::Error::msg)?;
+        let shutdown = Shutdown::new();
+        server::cancel_on_signals(shutdown.clone());
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            "starting lucia alert-router"
+        );
+        lucia_alert_router::run(config, process, shutdown).await?;
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(std::process::ExitCode::SUCCESS)
@@ -418,7 +506,6 @@ async fn run(role: &str, args: RoleArgs, file: FileConfig) -> anyhow::Result<()>
         "querier" => Ok(lucia_querier::run(file.querier(), process, shutdown).await?),
         "tsdb" => Ok(lucia_tsdb::run(tsdb, process, shutdown).await?),
         "ruler" => Ok(lucia_ruler::run(file.ruler, process, shutdown).await?),
-        "alert-router" => Ok(lucia_alert_router::run(file.alert_router, process, shutdown).await?),
         "gateway" => Ok(lucia_gateway::run(file.gateway, process, shutdown).await?),
         other => anyhow::bail!("unknown role {other}"),
     }
@@ -457,6 +544,7 @@ async fn run_all(
         lucia_ingester::distributor::start(file.distributor(), ctx.clone()).await?,
         lucia_querier::start(file.querier(), ctx.clone()).await?,
         lucia_tsdb::start(tsdb, ctx.clone()).await?,
+        lucia_alert_router::start(file.alert_router_all(), ctx.clone()).await?,
         lucia_ruler::start(ruler, ctx.clone()).await?,
     ];
     tracing::info!(addr = %advertise_addr, "lucia all listening");

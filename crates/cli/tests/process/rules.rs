@@ -1,6 +1,7 @@
 //! `lucia rules test` / `lucia rules check` side by side with promtool
 //! (skipped with a notice when promtool is absent), and the ruler in
-//! `lucia all` writing recorded series and ALERTS into its own tsdb.
+//! `lucia all` writing recorded series and ALERTS into its own tsdb and
+//! sending alerts to its own alert-router.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

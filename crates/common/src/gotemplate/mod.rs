@@ -651,6 +651,19 @@ fn call_method(recv: &Value, name: &str, args: &[Value]) -> Result<Option<Value>
                     .collect(),
             )
         }
+        (Value::List(l), "Names" | "Values") => {
+            let field = if name == "Names" { "Name" } else { "Value" };
+            Value::List(
+                l.iter()
+                    .map(|p| match p {
+                        Value::Struct(m) | Value::Map(m) => {
+                            m.get(field).cloned().unwrap_or(Value::Nil)
+                        }
+                        other => other.clone(),
+                    })
+                    .collect(),
+            )
+        }
         (Value::List(l), "Firing" | "Resolved") => {
             let want = if name == "Firing" {
                 "firing"
