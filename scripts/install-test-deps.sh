@@ -12,7 +12,8 @@ dpkg -s libclang-dev >/dev/null 2>&1 || need_apt+=(libclang-dev)
 # prometheus and promtool: the tsdb's side-by-side tests.
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v prometheus-node-exporter >/dev/null 2>&1 || need_apt+=(prometheus-node-exporter)
-# amtool and Alertmanager: the alert-router's real-client tests.
+# amtool and Alertmanager: the alert-router's real-client tests and the
+# ruler's (alerts to a real Alertmanager).
 command -v amtool >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager)
 if [ ${#need_apt[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive

@@ -4,6 +4,7 @@
 mod bench;
 mod bench_remote_write;
 mod config;
+mod rules;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -42,7 +43,7 @@ enum Command {
     Querier(RoleArgs),
     /// Store metrics: remote write receiver, WAL, head, rocksdb index and blocks (takes Prometheus' --storage.tsdb.* and --web.listen-address flags)
     Tsdb(RoleArgs),
-    /// Evaluate recording and alerting rules (not implemented yet: /ready and /metrics only)
+    /// Evaluate recording and alerting rules (PromQL against tsdb, LogQL against the querier) and send alerts
     Ruler(RoleArgs),
     /// Route alerts to receivers: an Alertmanager drop-in (Alertmanager's flags and config file)
     AlertRouter(AlertRouterArgs),
@@ -56,6 +57,25 @@ enum Command {
     /// Test tools: run conformance files against the engines
     #[command(subcommand)]
     Test(TestCommand),
+    /// Rule tools: unit tests and checks of Prometheus rule files (promtool's `test rules`, `check rules`)
+    #[command(subcommand)]
+    Rules(RulesCommand),
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Run promtool-format rule unit tests; prints SUCCESS or what failed
+    Test {
+        /// rule test files
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Check rule files for errors, like `promtool check rules`
+    Check {
+        /// rule files
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -286,6 +306,12 @@ fn real_main() -> anyhow::Result<std::process::ExitCode> {
     if let Command::Test(TestCommand::Promql { files }) = &cli.command {
         return test_promql(files);
     }
+    if let Command::Rules(command) = &cli.command {
+        return Ok(match command {
+            RulesCommand::Test { files } => rules::test(files),
+            RulesCommand::Check { files } => rules::check(files),
+        });
+    }
     let (role, args) = match &cli.command {
         Command::All(a) => ("all", a),
         Command::Distributor(a) => ("distributor", a),
@@ -294,7 +320,11 @@ fn real_main() -> anyhow::Result<std::process::ExitCode> {
         Command::Tsdb(a) => ("tsdb", a),
         Command::Ruler(a) => ("ruler", a),
         Command::Gateway(a) => ("gateway", a),
-        Command::Agent(_) | Command::AlertRouter(_) | Command::Bench(_) | Command::Test(_) => {
+        Command::Agent(_)
+        | Command::AlertRouter(_)
+        | Command::Bench(_)
+        | Command::Test(_)
+        | Command::Rules(_) => {
             unreachable!("handled above")
         }
     };
@@ -492,6 +522,12 @@ async fn run_all(
     let (listener, advertise_addr) = server::bind(process.listen_address)
         .await
         .with_context(|| format!("cannot listen on {}", process.listen_address))?;
+    // The ruler talks to tsdb, the querier and the alert-router of this
+    // very process unless the config points elsewhere.
+    let mut ruler = file.ruler.clone();
+    ruler.default_to_local(advertise_addr);
+    let mut tsdb = tsdb;
+    tsdb.rules_api = false;
     let ctx = RoleContext {
         advertise_addr,
         metrics: lucia_common::metrics::Metrics::new(),
@@ -509,6 +545,7 @@ async fn run_all(
         lucia_querier::start(file.querier(), ctx.clone()).await?,
         lucia_tsdb::start(tsdb, ctx.clone()).await?,
         lucia_alert_router::start(file.alert_router_all(), ctx.clone()).await?,
+        lucia_ruler::start(ruler, ctx.clone()).await?,
     ];
     tracing::info!(addr = %advertise_addr, "lucia all listening");
     server::serve_roles(listener, &ctx, roles).await?;

@@ -57,6 +57,10 @@ pub struct Config {
     /// `scrape_configs` (Prometheus' sections), not from this section.
     #[serde(skip)]
     pub scrape: ScrapeSetup,
+    /// Whether the API answers `/api/v1/rules` and `/api/v1/alerts` (empty)
+    /// itself; off in `lucia all`, where the ruler serves them.
+    #[serde(skip)]
+    pub rules_api: bool,
 }
 
 /// What the role scrapes.
@@ -83,6 +87,7 @@ impl Default for Config {
             ring: lucia_common::ring::RingConfig::default(),
             peers: Vec::new(),
             scrape: ScrapeSetup::Nothing,
+            rules_api: true,
         }
     }
 }
@@ -199,6 +204,7 @@ pub async fn start(config: Config, ctx: RoleContext) -> Result<Role, Error> {
 
     let mut api_state = api::ApiState::new(backend.clone());
     api_state.multi_tenant = ctx.multi_tenant;
+    api_state.rules_api = config.rules_api;
     api_state.flags = [
         ("storage.tsdb.path", storage_dir.display().to_string()),
         (

@@ -7,5 +7,6 @@ mod crash;
 mod gateway;
 mod harness;
 mod prometheus;
+mod rules;
 mod shutdown;
 mod tsdb;

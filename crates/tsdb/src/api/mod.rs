@@ -101,6 +101,9 @@ pub struct ApiState {
     pub start_time: SystemTime,
     /// Require `X-Scope-OrgID`; off means every request is tenant `fake`.
     pub multi_tenant: bool,
+    /// Answer `rules` and `alerts` (empty); off when a ruler in the same
+    /// process serves them.
+    pub rules_api: bool,
 }
 
 impl ApiState {
@@ -113,14 +116,24 @@ impl ApiState {
             flags: BTreeMap::new(),
             start_time: SystemTime::now(),
             multi_tenant: false,
+            rules_api: true,
         }
     }
 }
 
 /// The routes, under `/api/v1`.
 pub fn router(state: ApiState) -> Router {
+    let rules_api = state.rules_api;
     let st = Arc::new(state);
-    Router::new()
+    let router = Router::new();
+    let router = if rules_api {
+        router
+            .route("/api/v1/rules", get(rules))
+            .route("/api/v1/alerts", get(alerts))
+    } else {
+        router
+    };
+    router
         .route("/api/v1/query", get(query).post(query))
         .route("/api/v1/query_range", get(query_range).post(query_range))
         .route(
@@ -136,8 +149,6 @@ pub fn router(state: ApiState) -> Router {
             get(label_values).post(label_values),
         )
         .route("/api/v1/metadata", get(metadata))
-        .route("/api/v1/rules", get(rules))
-        .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/status/buildinfo", get(buildinfo))
         .route("/api/v1/status/config", get(config))
         .route("/api/v1/status/flags", get(flags))
