@@ -8,44 +8,12 @@
 //! - other series as XOR-with-previous, stored as (trailing zero count,
 //!   varint of the rest).
 
+use super::varint::{get_uvarint, get_varint, put_uvarint, put_varint};
+
 const INTEGER_VALUES: u8 = 1;
 
 /// The largest magnitude stored exactly as an integer delta.
 const MAX_EXACT_INT: f64 = 9_007_199_254_740_992.0; // 2^53
-
-fn put_uvarint(out: &mut Vec<u8>, mut x: u64) {
-    while x >= 0x80 {
-        out.push((x as u8) | 0x80);
-        x >>= 7;
-    }
-    out.push(x as u8);
-}
-
-fn put_varint(out: &mut Vec<u8>, x: i64) {
-    put_uvarint(out, ((x << 1) ^ (x >> 63)) as u64);
-}
-
-fn get_uvarint(data: &[u8], pos: &mut usize) -> Option<u64> {
-    let mut x = 0u64;
-    let mut shift = 0u32;
-    loop {
-        let b = *data.get(*pos)?;
-        *pos += 1;
-        if shift >= 64 {
-            return None;
-        }
-        x |= u64::from(b & 0x7f) << shift;
-        if b < 0x80 {
-            return Some(x);
-        }
-        shift += 7;
-    }
-}
-
-fn get_varint(data: &[u8], pos: &mut usize) -> Option<i64> {
-    let u = get_uvarint(data, pos)?;
-    Some(((u >> 1) as i64) ^ -((u & 1) as i64))
-}
 
 fn is_exact_int(v: f64) -> bool {
     v.fract() == 0.0 && v.abs() < MAX_EXACT_INT && !(v == 0.0 && v.is_sign_negative())

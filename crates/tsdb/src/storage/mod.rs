@@ -27,6 +27,7 @@
 mod columnar;
 mod keys;
 mod records;
+mod varint;
 mod xor;
 
 use std::collections::{BTreeSet, HashMap};

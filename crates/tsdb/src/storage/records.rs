@@ -9,21 +9,10 @@
 use crate::promql::Labels;
 
 use super::keys::{decode_series, encode_series};
+use super::varint::{get_uvarint, get_varint, put_uvarint, put_varint};
 
 const APPEND: u8 = 1;
 const SERIES_STATE: u8 = 2;
-
-fn put_uvarint(out: &mut Vec<u8>, mut x: u64) {
-    while x >= 0x80 {
-        out.push((x as u8) | 0x80);
-        x >>= 7;
-    }
-    out.push(x as u8);
-}
-
-fn put_varint(out: &mut Vec<u8>, x: i64) {
-    put_uvarint(out, ((x << 1) ^ (x >> 63)) as u64);
-}
 
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     put_uvarint(out, b.len() as u64);
@@ -37,25 +26,11 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn uvarint(&mut self) -> Option<u64> {
-        let mut x = 0u64;
-        let mut shift = 0u32;
-        loop {
-            let b = *self.data.get(self.pos)?;
-            self.pos += 1;
-            if shift >= 64 {
-                return None;
-            }
-            x |= u64::from(b & 0x7f) << shift;
-            if b < 0x80 {
-                return Some(x);
-            }
-            shift += 7;
-        }
+        get_uvarint(self.data, &mut self.pos)
     }
 
     fn varint(&mut self) -> Option<i64> {
-        let u = self.uvarint()?;
-        Some(((u >> 1) as i64) ^ -((u & 1) as i64))
+        get_varint(self.data, &mut self.pos)
     }
 
     fn bytes(&mut self) -> Option<&'a [u8]> {

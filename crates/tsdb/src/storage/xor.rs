@@ -109,8 +109,7 @@ impl<'a> BitReader<'a> {
     }
 
     fn read_varint(&mut self) -> Option<i64> {
-        let u = self.read_uvarint()?;
-        Some(((u >> 1) as i64) ^ -((u & 1) as i64))
+        self.read_uvarint().map(super::varint::unzigzag)
     }
 }
 
@@ -123,7 +122,7 @@ fn uvarint_bytes(mut x: u64, out: &mut BitWriter) {
 }
 
 fn varint_bytes(x: i64, out: &mut BitWriter) {
-    uvarint_bytes(((x << 1) ^ (x >> 63)) as u64, out);
+    uvarint_bytes(super::varint::zigzag(x), out);
 }
 
 /// True when `x` fits Prometheus' `nbits` window, which is
