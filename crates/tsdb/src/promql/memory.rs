@@ -3,10 +3,18 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-use super::source::{LabelMatcher, RawSeries, SeriesSource};
+use super::histogram::FloatHistogram;
+use super::source::{LabelMatcher, MixedSeries, RawSeries, SeriesSource};
 use super::{Error, Labels};
 
-type SeriesMap = BTreeMap<Labels, Vec<(i64, f64)>>;
+/// A stored sample: a float or a native histogram.
+#[derive(Debug, Clone)]
+enum Stored {
+    Float(f64),
+    Histogram(Arc<FloatHistogram>),
+}
+
+type SeriesMap = BTreeMap<Labels, Vec<(i64, Stored)>>;
 
 /// Series held in memory; clones share the data.
 #[derive(Debug, Clone, Default)]
@@ -21,14 +29,24 @@ impl MemorySource {
 
     /// Adds a sample; a sample at an existing timestamp replaces it.
     pub fn append(&self, labels: &Labels, t_ms: i64, f: f64) {
+        self.put(labels, t_ms, Stored::Float(f));
+    }
+
+    /// Adds a native histogram sample; a sample at an existing timestamp
+    /// replaces it.
+    pub fn append_histogram(&self, labels: &Labels, t_ms: i64, h: FloatHistogram) {
+        self.put(labels, t_ms, Stored::Histogram(Arc::new(h)));
+    }
+
+    fn put(&self, labels: &Labels, t_ms: i64, v: Stored) {
         let mut map = match self.series.write() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         };
         let samples = map.entry(labels.clone()).or_default();
         match samples.binary_search_by_key(&t_ms, |s| s.0) {
-            Ok(i) => samples[i].1 = f,
-            Err(i) => samples.insert(i, (t_ms, f)),
+            Ok(i) => samples[i].1 = v,
+            Err(i) => samples.insert(i, (t_ms, v)),
         }
     }
 
@@ -49,6 +67,23 @@ impl SeriesSource for MemorySource {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Vec<RawSeries>, Error> {
+        Ok(self
+            .select_mixed(matchers, start_ms, end_ms)?
+            .into_iter()
+            .filter(|s| !s.samples.is_empty())
+            .map(|s| RawSeries {
+                labels: s.labels,
+                samples: s.samples,
+            })
+            .collect())
+    }
+
+    fn select_mixed(
+        &self,
+        matchers: &[LabelMatcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<MixedSeries>, Error> {
         let map = match self.series.read() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
@@ -63,10 +98,17 @@ impl SeriesSource for MemorySource {
             if lo >= hi {
                 continue;
             }
-            out.push(RawSeries {
+            let mut series = MixedSeries {
                 labels: labels.clone(),
-                samples: samples[lo..hi].to_vec(),
-            });
+                ..Default::default()
+            };
+            for (t, v) in &samples[lo..hi] {
+                match v {
+                    Stored::Float(f) => series.samples.push((*t, *f)),
+                    Stored::Histogram(h) => series.histograms.push((*t, h.clone())),
+                }
+            }
+            out.push(series);
         }
         Ok(out)
     }
