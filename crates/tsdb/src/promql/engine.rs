@@ -662,7 +662,16 @@ impl<'a> Evaluator<'a> {
                 series[i].drop |= el.drop;
                 self.account(1)?;
                 match el.h {
-                    Some(h) => series[i].hists.push((ts, h)),
+                    Some(mut h) => {
+                        // Explicit hints would miss or repeat resets
+                        // between the subquery's steps.
+                        use super::histogram::CounterResetHint as Hint;
+                        if matches!(h.counter_reset_hint, Hint::NotCounterReset | Hint::CounterReset)
+                        {
+                            Arc::make_mut(&mut h).counter_reset_hint = Hint::Unknown;
+                        }
+                        series[i].hists.push((ts, h))
+                    }
                     None => series[i].points.push((ts, el.f)),
                 }
             }

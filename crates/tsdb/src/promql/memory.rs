@@ -33,8 +33,35 @@ impl MemorySource {
     }
 
     /// Adds a native histogram sample; a sample at an existing timestamp
-    /// replaces it.
-    pub fn append_histogram(&self, labels: &Labels, t_ms: i64, h: FloatHistogram) {
+    /// replaces it. Like Prometheus' head, a counter histogram that follows
+    /// another histogram gets its counter reset hint from a comparison with
+    /// it (`NotCounterReset` or `CounterReset`); after a float sample or
+    /// none it stays `Unknown`.
+    pub fn append_histogram(&self, labels: &Labels, t_ms: i64, mut h: FloatHistogram) {
+        use super::histogram::CounterResetHint;
+        if h.counter_reset_hint == CounterResetHint::Unknown
+            || h.counter_reset_hint == CounterResetHint::NotCounterReset
+        {
+            let map = match self.series.read() {
+                Ok(g) => g,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            let prev = map.get(labels).and_then(|samples| {
+                let i = samples.partition_point(|s| s.0 < t_ms);
+                i.checked_sub(1).map(|i| &samples[i].1)
+            });
+            h.counter_reset_hint = match prev {
+                Some(Stored::Histogram(p)) if p.counter_reset_hint != CounterResetHint::Gauge => {
+                    h.counter_reset_hint = CounterResetHint::Unknown;
+                    if h.detect_reset(p) {
+                        CounterResetHint::CounterReset
+                    } else {
+                        CounterResetHint::NotCounterReset
+                    }
+                }
+                _ => CounterResetHint::Unknown,
+            };
+        }
         self.put(labels, t_ms, Stored::Histogram(Arc::new(h)));
     }
 
