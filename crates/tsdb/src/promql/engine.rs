@@ -103,7 +103,8 @@ impl Engine {
         t_ms: i64,
     ) -> Result<Value, Error> {
         let expr = parse(query)?;
-        let ev = Evaluator::new(self, source, t_ms, t_ms, 0).with_bounds(&expr);
+        let mut ev = Evaluator::new(self, source, t_ms, t_ms, 0).with_bounds(&expr);
+        ev.invalid_strings = invalid_utf8_literals(query);
         Ok(match ev.eval(&expr, t_ms)? {
             Val::Scalar(f) => Value::Scalar(f),
             Val::Str(s) => Value::String(s),
@@ -165,7 +166,8 @@ impl Engine {
                 type_name(vt)
             )));
         }
-        let ev = Evaluator::new(self, source, start_ms, end_ms, step_ms).with_bounds(&expr);
+        let mut ev = Evaluator::new(self, source, start_ms, end_ms, step_ms).with_bounds(&expr);
+        ev.invalid_strings = invalid_utf8_literals(query);
         let mut index: HashMap<Labels, usize> = HashMap::new();
         let mut out: Vec<Series> = Vec::new();
         let mut push = |labels: Labels, t: i64, f: f64, h: Option<FloatHistogram>| {
@@ -341,6 +343,9 @@ pub(crate) struct Evaluator<'a> {
     since_check: std::cell::Cell<u32>,
     /// The time range every selector of the query reads from.
     bounds: (i64, i64),
+    /// String literals that are invalid UTF-8 in Go (see
+    /// [`invalid_utf8_literals`]).
+    pub(crate) invalid_strings: HashMap<String, String>,
     cache: RefCell<HashMap<String, Rc<Vec<MixedSeries>>>>,
 }
 
@@ -354,6 +359,7 @@ impl<'a> Evaluator<'a> {
             since_check: std::cell::Cell::new(0),
             step,
             bounds: (i64::MIN, i64::MAX),
+            invalid_strings: HashMap::new(),
             source,
             lookback: engine.lookback_ms,
             sub_step: engine.subquery_step_ms.max(1),
@@ -666,8 +672,10 @@ impl<'a> Evaluator<'a> {
                         // Explicit hints would miss or repeat resets
                         // between the subquery's steps.
                         use super::histogram::CounterResetHint as Hint;
-                        if matches!(h.counter_reset_hint, Hint::NotCounterReset | Hint::CounterReset)
-                        {
+                        if matches!(
+                            h.counter_reset_hint,
+                            Hint::NotCounterReset | Hint::CounterReset
+                        ) {
                             Arc::make_mut(&mut h).counter_reset_hint = Hint::Unknown;
                         }
                         series[i].hists.push((ts, h))
@@ -889,6 +897,9 @@ impl<'a> Evaluator<'a> {
                     return exec("count_values needs a parameter");
                 };
                 let label = self.eval_string(param, t)?;
+                if let Some(quoted) = self.invalid_strings.get(&label) {
+                    return exec(format!("invalid label name {quoted}"));
+                }
                 if !valid_label_name(&label) {
                     return exec(format!("invalid label name {label:?}"));
                 }
@@ -1038,6 +1049,91 @@ pub(crate) fn format_value(f: f64) -> String {
 
 pub(crate) fn valid_label_name(name: &str) -> bool {
     !name.is_empty()
+}
+
+/// Go-quoted forms (`"a\xc5z"`) of the string literals of `query` that
+/// are not valid UTF-8 in Go, keyed by the value promql-parser gives them
+/// (where `\xc5` became U+00C5). Prometheus rejects such label names.
+fn invalid_utf8_literals(query: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    let mut chars = query.char_indices().peekable();
+    while let Some((_, q)) = chars.next() {
+        if q == '`' {
+            for (_, c) in chars.by_ref() {
+                if c == '`' {
+                    break;
+                }
+            }
+            continue;
+        }
+        if q != '"' && q != '\'' {
+            continue;
+        }
+        let mut bytes: Vec<u8> = Vec::new();
+        let mut parsed = String::new();
+        while let Some((_, c)) = chars.next() {
+            if c == q {
+                break;
+            }
+            if c != '\\' {
+                let mut buf = [0u8; 4];
+                bytes.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                parsed.push(c);
+                continue;
+            }
+            let Some((_, e)) = chars.next() else { break };
+            let digits =
+                |n: usize,
+                 radix: u32,
+                 chars: &mut std::iter::Peekable<std::str::CharIndices<'_>>| {
+                    let mut v = 0u32;
+                    for _ in 0..n {
+                        match chars.peek().and_then(|(_, d)| d.to_digit(radix)) {
+                            Some(d) => {
+                                v = v * radix + d;
+                                chars.next();
+                            }
+                            None => break,
+                        }
+                    }
+                    v
+                };
+            match e {
+                'x' => {
+                    let v = digits(2, 16, &mut chars);
+                    bytes.push(v as u8);
+                    parsed.push(char::from_u32(v).unwrap_or('?'));
+                }
+                '0'..='7' => {
+                    let v = e.to_digit(8).unwrap_or(0) * 64 + digits(2, 8, &mut chars);
+                    bytes.push(v as u8);
+                    parsed.push(char::from_u32(v).unwrap_or('?'));
+                }
+                other => {
+                    // Other escapes stand for valid characters: keep the
+                    // literal only for the validity check.
+                    bytes.push(b'a');
+                    parsed.push(match other {
+                        'n' => '\n',
+                        't' => '\t',
+                        _ => other,
+                    });
+                }
+            }
+        }
+        if std::str::from_utf8(&bytes).is_err() {
+            let mut quoted = String::from("\"");
+            for chunk in bytes.utf8_chunks() {
+                quoted.push_str(chunk.valid());
+                for b in chunk.invalid() {
+                    quoted.push_str(&format!("\\x{b:02x}"));
+                }
+            }
+            quoted.push('"');
+            out.insert(parsed, quoted);
+        }
+    }
+    out
 }
 
 fn convert_matchers(ms: &Matchers) -> Result<Vec<LabelMatcher>, Error> {

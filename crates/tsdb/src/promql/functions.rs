@@ -739,7 +739,7 @@ fn label_replace(ev: &Evaluator<'_>, args: &Args, t: i64) -> Result<Val, Error> 
             "invalid regular expression in label_replace(): {e}"
         ))
     })?;
-    if !valid_label_name(&dst) {
+    if !valid_label_name(&dst) || ev.invalid_strings.contains_key(&dst) {
         return exec(format!(
             "invalid destination label name in label_replace(): {dst}"
         ));
@@ -773,7 +773,7 @@ fn label_join(ev: &Evaluator<'_>, args: &Args, t: i64) -> Result<Val, Error> {
     for a in args.iter().skip(3) {
         srcs.push(ev.eval_string(a, t)?);
     }
-    if !valid_label_name(&dst) {
+    if !valid_label_name(&dst) || ev.invalid_strings.contains_key(&dst) {
         return exec(format!(
             "invalid destination label name in label_join(): {dst}"
         ));
