@@ -28,7 +28,9 @@ fn decimal_places(samples: &[(i64, f64)]) -> Option<u8> {
         let scale = 10f64.powi(i32::from(p));
         for &(_, v) in samples {
             let n = (v * scale).round();
-            if !(n.abs() < MAX_EXACT_INT) || ((n as i64) as f64 / scale).to_bits() != v.to_bits() {
+            // NaN fails the first test too.
+            let exact = n.abs() < MAX_EXACT_INT;
+            if !exact || ((n as i64) as f64 / scale).to_bits() != v.to_bits() {
                 continue 'places;
             }
         }
