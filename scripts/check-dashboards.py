@@ -107,6 +107,9 @@ def main():
             if var["type"] == "textbox":
                 values[name] = ""
                 continue
+            if var["type"] == "custom":
+                values[name] = var.get("allValue") or var["query"].split(",")[0]
+                continue
             try:
                 found = variable_values(args.url, var, values)
             except (ValueError, KeyError) as e:

@@ -90,6 +90,15 @@ def query_var(name, label, ds, query, multi=False, include_all=False, all_value=
     return v
 
 
+def custom(name, label, options, all_value):
+    # detected_level is structured metadata, not a stream label: Loki's
+    # label values API does not list it, so the levels are Loki's fixed set.
+    return {"name": name, "label": label, "type": "custom", "query": ",".join(options),
+            "multi": True, "includeAll": True, "allValue": all_value,
+            "current": {"text": "All", "value": "$__all"},
+            "options": [], "hide": 0}
+
+
 def textbox(name, label):
     return {"name": name, "label": label, "type": "textbox", "query": "",
             "current": {"text": "", "value": ""}, "hide": 0}
@@ -241,8 +250,8 @@ def logs():
         "lucia-logs", "Logs", ["lucia", "logs"],
         [query_var("service", "Service", LOKI, "label_values(service_name)",
                    multi=True, include_all=True, all_value=".+"),
-         query_var("level", "Level", LOKI, "label_values(detected_level)",
-                   multi=True, include_all=True, all_value=".*"),
+         custom("level", "Level", ["critical", "error", "warn", "info", "debug", "trace", "unknown"],
+                all_value=".*"),
          textbox("search", "Line contains (regex)")],
         "Every service's logs, by service and level, with a line filter.")
     sel = '{service_name=~"$service"} | detected_level=~"$level" |~ "$search"'
