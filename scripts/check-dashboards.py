@@ -124,7 +124,7 @@ def main():
             else:
                 values[name] = found[0] if found else "none"
             if name == "service" and args.service:
-                values[name] = args.service if not var.get("includeAll") else re.escape(args.service)
+                values[name] = args.service
             print(f"  variable ${name} = {values[name]!r} ({len(found)} values)")
         for panel in dash["panels"]:
             for target in panel.get("targets", []):
