@@ -131,17 +131,19 @@ pub async fn remote_write(args: RemoteWriteBenchArgs) -> anyhow::Result<()> {
         .collect();
     let client = reqwest::Client::new();
     let sent_samples = Arc::new(AtomicU64::new(0));
-    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(args.concurrency * 2);
-    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    // Like Prometheus' shards: a series always goes through the same
+    // worker, so its samples arrive in order.
     let began = Instant::now();
     let mut workers = Vec::new();
+    let mut senders = Vec::new();
     for _ in 0..args.concurrency.max(1) {
-        let rx = rx.clone();
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
+        senders.push(tx);
         let client = client.clone();
         let url = args.url.clone();
         workers.push(tokio::spawn(async move {
             loop {
-                let Some(body) = rx.lock().await.recv().await else {
+                let Some(body) = rx.recv().await else {
                     return Ok::<_, anyhow::Error>(());
                 };
                 let mut backoff = Duration::from_millis(50);
@@ -175,7 +177,10 @@ pub async fn remote_write(args: RemoteWriteBenchArgs) -> anyhow::Result<()> {
     let mut step = 0;
     while step < steps {
         let upto = (step + args.samples_per_series).min(steps);
-        for first in (0..args.series).step_by(args.series_per_request.max(1)) {
+        for (group, first) in (0..args.series)
+            .step_by(args.series_per_request.max(1))
+            .enumerate()
+        {
             let last = (first + args.series_per_request).min(args.series);
             let mut timeseries = Vec::with_capacity(last - first);
             for s in first..last {
@@ -197,14 +202,14 @@ pub async fn remote_write(args: RemoteWriteBenchArgs) -> anyhow::Result<()> {
                 metadata: vec![],
             };
             let body = snap::raw::Encoder::new().compress_vec(&req.encode_to_vec())?;
-            if tx.send(body).await.is_err() {
+            if senders[group % senders.len()].send(body).await.is_err() {
                 break;
             }
         }
         step = upto;
         sent_samples.store(total, Ordering::Relaxed);
     }
-    drop(tx);
+    drop(senders);
     for w in workers {
         w.await??;
     }

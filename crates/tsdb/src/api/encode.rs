@@ -195,6 +195,7 @@ mod tests {
         let v = Value::Vector(vec![Sample {
             labels: labels.clone(),
             f: 1.0,
+            h: None,
         }]);
         assert_eq!(
             query_data(&v, 1500),
@@ -211,6 +212,7 @@ mod tests {
         let m = Value::Matrix(vec![Series {
             labels,
             points: vec![(1000, 1.0), (2000, f64::NAN)],
+            histograms: Vec::new(),
         }]);
         assert_eq!(
             query_data(&m, 0),

@@ -17,8 +17,174 @@ use std::path::Path;
 use regex::Regex;
 
 use super::engine::{Engine, Value};
+use super::histogram::{CUSTOM_BUCKETS_SCHEMA, CounterResetHint, FloatHistogram};
 use super::memory::MemorySource;
 use super::{DisplayLabels, Labels, METRIC_NAME, stale_nan};
+
+/// One value of a series line: a float or a native histogram (and whether
+/// its counter reset hint was written out).
+#[derive(Debug, Clone, PartialEq)]
+enum SeqVal {
+    F(f64),
+    H(FloatHistogram, bool),
+}
+
+impl SeqVal {
+    fn float(&self) -> Option<f64> {
+        match self {
+            SeqVal::F(f) => Some(*f),
+            SeqVal::H(..) => None,
+        }
+    }
+}
+
+/// Parses `{{schema:1 sum:2 count:3 buckets:[1 2] ...}}`; returns the
+/// histogram and whether `counter_reset_hint` was given.
+fn parse_histogram(s: &str) -> Result<(FloatHistogram, bool), String> {
+    let body = s
+        .strip_prefix("{{")
+        .and_then(|b| b.strip_suffix("}}"))
+        .ok_or_else(|| format!("invalid histogram {s:?}"))?;
+    let mut h = FloatHistogram::default();
+    let mut hint_set = false;
+    let (mut buckets, mut n_buckets) = (Vec::new(), Vec::new());
+    let (mut offset, mut n_offset) = (0i32, 0i32);
+    let mut rest = body.trim();
+    let int = |v: &str| -> Result<i32, String> {
+        v.parse::<i32>()
+            .map_err(|_| format!("invalid integer {v:?} in {s:?}"))
+    };
+    while !rest.is_empty() {
+        let colon = rest
+            .find(':')
+            .ok_or_else(|| format!("invalid histogram {s:?}"))?;
+        let key = rest[..colon].trim();
+        rest = rest[colon + 1..].trim_start();
+        let value;
+        if let Some(r) = rest.strip_prefix('[') {
+            let end = r.find(']').ok_or_else(|| format!("unclosed [ in {s:?}"))?;
+            value = &r[..end];
+            rest = r[end + 1..].trim_start();
+        } else {
+            let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+            value = &rest[..end];
+            rest = rest[end..].trim_start();
+        }
+        let list =
+            || -> Result<Vec<f64>, String> { value.split_whitespace().map(parse_float).collect() };
+        match key {
+            "schema" => h.schema = int(value)?,
+            "sum" => h.sum = parse_float(value)?,
+            "count" => h.count = parse_float(value)?,
+            "z_bucket" => h.zero_count = parse_float(value)?,
+            "z_bucket_w" => h.zero_threshold = parse_float(value)?,
+            "custom_values" => h.custom_values = list()?,
+            "buckets" => buckets = list()?,
+            "n_buckets" => n_buckets = list()?,
+            "offset" => offset = int(value)?,
+            "n_offset" => n_offset = int(value)?,
+            "counter_reset_hint" => {
+                hint_set = true;
+                h.counter_reset_hint = match value {
+                    "unknown" => CounterResetHint::Unknown,
+                    "reset" => CounterResetHint::CounterReset,
+                    "not_reset" => CounterResetHint::NotCounterReset,
+                    "gauge" => CounterResetHint::Gauge,
+                    other => return Err(format!("invalid counter_reset_hint {other:?}")),
+                };
+            }
+            other => return Err(format!("unknown histogram key {other:?}")),
+        }
+    }
+    for (i, c) in buckets.into_iter().enumerate() {
+        h.positive.insert(offset + i as i32, c);
+    }
+    for (i, c) in n_buckets.into_iter().enumerate() {
+        h.negative.insert(n_offset + i as i32, c);
+    }
+    Ok((h, hint_set))
+}
+
+/// Expands a histogram token: `{{…}}`, `{{…}}x3`, `{{…}}+{{…}}x3`,
+/// `{{…}}-{{…}}x3`.
+fn expand_histogram(token: &str, out: &mut Vec<Option<SeqVal>>) -> Result<(), String> {
+    let end = token
+        .find("}}")
+        .ok_or_else(|| format!("invalid histogram {token:?}"))?
+        + 2;
+    let (base, base_hint) = parse_histogram(&token[..end])?;
+    let rest = &token[end..];
+    if rest.is_empty() {
+        out.push(Some(SeqVal::H(base, base_hint)));
+        return Ok(());
+    }
+    if let Some(n) = rest.strip_prefix('x') {
+        let n: usize = n
+            .parse()
+            .map_err(|_| format!("invalid repetition in {token:?}"))?;
+        for _ in 0..=n {
+            out.push(Some(SeqVal::H(base.clone(), base_hint)));
+        }
+        return Ok(());
+    }
+    let sign = match rest.as_bytes().first() {
+        Some(b'+') => 1.0,
+        Some(b'-') => -1.0,
+        _ => return Err(format!("invalid histogram series {token:?}")),
+    };
+    let rest = &rest[1..];
+    let end = rest
+        .find("}}")
+        .ok_or_else(|| format!("invalid histogram {token:?}"))?
+        + 2;
+    let (inc, hint) = parse_histogram(&rest[..end])?;
+    let n: usize = rest[end..]
+        .strip_prefix('x')
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| format!("invalid repetition in {token:?}"))?;
+    let mut cur = base;
+    out.push(Some(SeqVal::H(cur.clone(), hint)));
+    for _ in 0..n {
+        if cur.schema > inc.schema {
+            return Err(format!(
+                "error combining histograms: cannot merge from schema {} to {}",
+                inc.schema, cur.schema
+            ));
+        }
+        let r = if sign > 0.0 {
+            cur.add(&inc)
+        } else {
+            cur.sub(&inc)
+        };
+        r.map_err(|_| "error combining histograms: incompatible schemas".to_string())?;
+        out.push(Some(SeqVal::H(cur.clone(), hint)));
+    }
+    Ok(())
+}
+
+/// promqltest's comparison of histograms (after removing empty buckets).
+fn histograms_match(exp: &FloatHistogram, got: &FloatHistogram, hint_set: bool) -> bool {
+    let mut exp = exp.clone();
+    exp.compact();
+    let mut got = got.clone();
+    got.compact();
+    let buckets = |a: &std::collections::BTreeMap<i32, f64>,
+                   b: &std::collections::BTreeMap<i32, f64>| {
+        a.len() == b.len()
+            && a.iter()
+                .zip(b)
+                .all(|((i, x), (j, y))| i == j && almost_equal(*x, *y))
+    };
+    exp.schema == got.schema
+        && almost_equal(exp.count, got.count)
+        && almost_equal(exp.sum, got.sum)
+        && (!exp.uses_custom_buckets() || exp.custom_values == got.custom_values)
+        && exp.zero_threshold == got.zero_threshold
+        && almost_equal(exp.zero_count, got.zero_count)
+        && buckets(&exp.positive, &got.positive)
+        && buckets(&exp.negative, &got.negative)
+        && (!hint_set || exp.counter_reset_hint == got.counter_reset_hint)
+}
 
 /// Relative tolerance of value comparisons.
 const EPSILON: f64 = 1e-6;
@@ -105,12 +271,18 @@ pub fn run_text(name: &str, text: &str) -> FileReport {
             .strip_prefix("load_with_nhcb ")
             .or_else(|| line.strip_prefix("load "))
         {
+            let nhcb = line.starts_with("load_with_nhcb");
             match parse_duration(rest.trim()) {
                 Ok(interval) => {
+                    let mut loaded = Vec::new();
                     for (n, l) in &block {
-                        if let Err(err) = load_line(&source, l, interval) {
-                            report.load_errors.push(format!("{name}:{n}: {err}"));
+                        match load_line(&source, l, interval) {
+                            Ok(series) => loaded.push(series),
+                            Err(err) => report.load_errors.push(format!("{name}:{n}: {err}")),
                         }
+                    }
+                    if nhcb {
+                        load_nhcb(&source, &loaded, interval);
                     }
                 }
                 Err(err) => fail(err),
@@ -234,34 +406,17 @@ fn tokens(s: &str) -> Vec<&str> {
     out
 }
 
-/// The number of samples a native histogram token (`{{…}}`, `{{…}}x3`,
-/// `{{…}}+{{…}}x3`) stands for.
-fn histogram_slots(token: &str) -> Result<usize, String> {
-    let tail = match token.rfind("}}") {
-        Some(i) => &token[i + 2..],
-        None => return Err(format!("invalid histogram {token:?}")),
-    };
-    match tail.strip_prefix('x') {
-        Some(n) => n
-            .parse::<usize>()
-            .map(|n| n + 1)
-            .map_err(|_| format!("invalid repetition in {token:?}")),
-        None if tail.is_empty() => Ok(1),
-        None => Err(format!("invalid histogram {token:?}")),
-    }
-}
-
 /// Expands one value token (`1`, `_`, `stale`, `1+2x3`, `5x2`, `_x3`).
-fn expand_token(token: &str, out: &mut Vec<Option<f64>>) -> Result<(), String> {
+fn expand_token(token: &str, out: &mut Vec<Option<SeqVal>>) -> Result<(), String> {
     if token.starts_with("{{") {
-        return Err("native histogram values are not supported".into());
+        return expand_histogram(token, out);
     }
     if token == "_" {
         out.push(None);
         return Ok(());
     }
     let Some(xpos) = token.rfind('x') else {
-        out.push(Some(parse_float(token)?));
+        out.push(Some(SeqVal::F(parse_float(token)?)));
         return Ok(());
     };
     let head = &token[..xpos];
@@ -281,13 +436,13 @@ fn expand_token(token: &str, out: &mut Vec<Option<f64>>) -> Result<(), String> {
     };
     let mut v = start;
     for _ in 0..=times {
-        out.push(Some(v));
+        out.push(Some(SeqVal::F(v)));
         v += delta;
     }
     Ok(())
 }
 
-fn expand_values(values: &str) -> Result<Vec<Option<f64>>, String> {
+fn expand_values(values: &str) -> Result<Vec<Option<SeqVal>>, String> {
     let mut out = Vec::new();
     for tok in tokens(values) {
         expand_token(tok, &mut out)?;
@@ -386,33 +541,169 @@ fn parse_series(s: &str) -> Result<(Labels, &str), String> {
     Ok((labels, rest))
 }
 
-/// Loads the float samples of a series line. Native histogram samples
-/// cannot be stored: they are left out (the line is reported) and the
-/// cases that depend on them fail.
-fn load_line(source: &MemorySource, line: &str, interval: i64) -> Result<(), String> {
+/// Loads the samples of a series line; returns its labels and values.
+fn load_line(
+    source: &MemorySource,
+    line: &str,
+    interval: i64,
+) -> Result<(Labels, Vec<Option<SeqVal>>), String> {
     let (labels, rest) = parse_series(line)?;
-    let mut values = Vec::new();
-    let mut histograms = 0;
-    for tok in tokens(rest) {
-        if tok.starts_with("{{") {
-            let n = histogram_slots(tok)?;
-            histograms += n;
-            values.extend(std::iter::repeat_n(None, n));
+    let values = expand_values(rest)?;
+    for (i, v) in values.iter().enumerate() {
+        let t = i as i64 * interval;
+        match v {
+            Some(SeqVal::F(f)) => source.append(&labels, t, *f),
+            Some(SeqVal::H(h, _)) => source.append_histogram(&labels, t, h.clone()),
+            None => {}
+        }
+    }
+    Ok((labels, values))
+}
+
+/// A classic histogram at one timestamp, gathered for `load_with_nhcb`.
+#[derive(Default)]
+struct TempHistogram {
+    /// (upper bound, cumulative count), sorted by bound.
+    buckets: Vec<(f64, f64)>,
+    count: Option<f64>,
+    sum: f64,
+    invalid: bool,
+}
+
+impl TempHistogram {
+    fn set_bucket(&mut self, le: f64, count: f64) {
+        if count < 0.0 {
+            self.invalid = true;
+            return;
+        }
+        let i = self.buckets.partition_point(|b| b.0 < le);
+        if self.buckets.get(i).is_some_and(|b| b.0 == le) {
+            return;
+        }
+        if (i > 0 && count < self.buckets[i - 1].1)
+            || self.buckets.get(i).is_some_and(|b| count > b.1)
+        {
+            self.invalid = true;
+            return;
+        }
+        self.buckets.insert(i, (le, count));
+    }
+
+    /// The native histogram with custom buckets, as Prometheus converts it.
+    fn convert(mut self) -> Option<FloatHistogram> {
+        if self.invalid {
+            return None;
+        }
+        let count = match self.count {
+            Some(c) => c,
+            None => self.buckets.last()?.1,
+        };
+        if self.buckets.last().is_none_or(|b| b.0 != f64::INFINITY) {
+            self.buckets.push((f64::INFINITY, count));
+        }
+        if self.buckets.last().is_some_and(|b| b.1 != count) {
+            return None;
+        }
+        let integer = self.buckets.iter().all(|b| b.1 == b.1.round()) && count == count.round();
+        let mut h = FloatHistogram {
+            schema: CUSTOM_BUCKETS_SCHEMA,
+            count,
+            sum: self.sum,
+            custom_values: self.buckets[..self.buckets.len() - 1]
+                .iter()
+                .map(|b| b.0)
+                .collect(),
+            ..Default::default()
+        };
+        let mut prev = 0.0;
+        let deltas: Vec<f64> = self
+            .buckets
+            .iter()
+            .map(|b| {
+                let d = b.1 - prev;
+                prev = b.1;
+                d
+            })
+            .collect();
+        // Integer histograms are compacted keeping runs of up to two empty
+        // buckets inside the span; float ones drop every empty bucket.
+        let max_empty = if integer { 2 } else { 0 };
+        let first = deltas.iter().position(|d| *d != 0.0);
+        let last = deltas.iter().rposition(|d| *d != 0.0);
+        if let (Some(first), Some(last)) = (first, last) {
+            let mut i = first;
+            while i <= last {
+                if deltas[i] == 0.0 {
+                    let run = deltas[i..=last].iter().take_while(|d| **d == 0.0).count();
+                    if run <= max_empty {
+                        for j in i..i + run {
+                            h.positive.insert(j as i32, 0.0);
+                        }
+                    }
+                    i += run;
+                    continue;
+                }
+                h.positive.insert(i as i32, deltas[i]);
+                i += 1;
+            }
+        }
+        Some(h)
+    }
+}
+
+/// `load_with_nhcb`: the classic histograms of the loaded lines (`_bucket`,
+/// `_count` and `_sum` series) also become native histograms with custom
+/// buckets under the base name.
+fn load_nhcb(source: &MemorySource, lines: &[(Labels, Vec<Option<SeqVal>>)], interval: i64) {
+    let mut temps: std::collections::BTreeMap<
+        Labels,
+        std::collections::BTreeMap<i64, TempHistogram>,
+    > = Default::default();
+    for (labels, values) in lines {
+        let name = labels.get(METRIC_NAME).map(String::as_str).unwrap_or("");
+        let (kind, base) = if let Some(b) = name.strip_suffix("_bucket") {
+            (0, b)
+        } else if let Some(b) = name.strip_suffix("_count") {
+            (1, b)
+        } else if let Some(b) = name.strip_suffix("_sum") {
+            (2, b)
         } else {
-            expand_token(tok, &mut values)?;
+            continue;
+        };
+        let le = if kind == 0 {
+            match labels.get("le").map(|l| parse_float(l)) {
+                Some(Ok(le)) if !le.is_nan() => Some(le),
+                _ => continue,
+            }
+        } else {
+            None
+        };
+        let mut key = labels.clone();
+        key.insert(METRIC_NAME.to_string(), base.to_string());
+        key.remove("le");
+        let per_t = temps.entry(key).or_default();
+        for (i, v) in values.iter().enumerate() {
+            let Some(SeqVal::F(f)) = v else { continue };
+            let temp = per_t.entry(i as i64 * interval).or_default();
+            match le {
+                Some(le) => temp.set_bucket(le, *f),
+                None if kind == 1 => {
+                    if *f < 0.0 {
+                        temp.invalid = true;
+                    }
+                    temp.count = Some(*f);
+                }
+                None => temp.sum = *f,
+            }
         }
     }
-    for (i, v) in values.into_iter().enumerate() {
-        if let Some(f) = v {
-            source.append(&labels, i as i64 * interval, f);
+    for (labels, per_t) in temps {
+        for (t, temp) in per_t {
+            if let Some(h) = temp.convert() {
+                source.append_histogram(&labels, t, h);
+            }
         }
     }
-    if histograms > 0 {
-        return Err(format!(
-            "{histograms} native histogram samples left out (not supported)"
-        ));
-    }
-    Ok(())
 }
 
 enum Expect {
@@ -423,7 +714,7 @@ enum Expect {
     String(String),
     Scalar(f64),
     /// Expected series, in file order.
-    Series(Vec<(Labels, Vec<Option<f64>>)>),
+    Series(Vec<(Labels, Vec<Option<SeqVal>>)>),
 }
 
 struct EvalCmd<'a> {
@@ -627,7 +918,7 @@ fn run_eval(
             }
         }
         (Value::Vector(got), Expect::Series(want)) => {
-            let expected: HashMap<&Labels, (usize, &Vec<Option<f64>>)> = want
+            let expected: HashMap<&Labels, (usize, &Vec<Option<SeqVal>>)> = want
                 .iter()
                 .enumerate()
                 .map(|(i, (l, v))| (l, (i, v)))
@@ -637,7 +928,7 @@ fn run_eval(
                     return Err(format!(
                         "unexpected metric {} in result, has value {}",
                         DisplayLabels(&s.labels),
-                        s.f
+                        sample_value(s)
                     ));
                 };
                 if cmd.ordered && *epos != pos {
@@ -648,12 +939,25 @@ fn run_eval(
                         pos + 1
                     ));
                 }
-                let want = match vals.as_slice() {
-                    [Some(f)] => *f,
+                let want = match (vals.first(), &s.h) {
+                    (Some(Some(SeqVal::F(f))), None) => *f,
+                    (Some(Some(SeqVal::H(w, hint))), Some(h)) => {
+                        if !histograms_match(w, h, *hint) {
+                            return Err(format!(
+                                "expected {} for {} but got {}",
+                                w.test_expression(),
+                                DisplayLabels(&s.labels),
+                                h.test_expression()
+                            ));
+                        }
+                        continue;
+                    }
                     _ => {
                         return Err(format!(
-                            "invalid expected value for {}",
-                            DisplayLabels(&s.labels)
+                            "expected {:?} for {} but got {}",
+                            vals.first(),
+                            DisplayLabels(&s.labels),
+                            sample_value(s)
                         ));
                     }
                 };
@@ -671,7 +975,7 @@ fn run_eval(
                     want.len(),
                     got.len(),
                     got.iter()
-                        .map(|s| format!("{} {}", DisplayLabels(&s.labels), s.f))
+                        .map(|s| format!("{} {}", DisplayLabels(&s.labels), sample_value(s)))
                         .collect::<Vec<_>>()
                         .join("; ")
                 ));
@@ -684,7 +988,7 @@ fn run_eval(
                 (None, Some(r)) => r,
                 (None, None) => return Err("got a range vector, expected no range".into()),
             };
-            let expected: HashMap<&Labels, &Vec<Option<f64>>> =
+            let expected: HashMap<&Labels, &Vec<Option<SeqVal>>> =
                 want.iter().map(|(l, v)| (l, v)).collect();
             for s in &got {
                 let Some(vals) = expected.get(&s.labels) else {
@@ -694,22 +998,44 @@ fn run_eval(
                         s.points
                     ));
                 };
+                let at = |i: usize| start + i as i64 * step;
                 let want_points: Vec<(i64, f64)> = vals
                     .iter()
                     .enumerate()
-                    .filter_map(|(i, v)| v.map(|f| (start + i as i64 * step, f)))
+                    .filter_map(|(i, v)| v.as_ref().and_then(SeqVal::float).map(|f| (at(i), f)))
+                    .collect();
+                let want_hists: Vec<(i64, &FloatHistogram, bool)> = vals
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, v)| match v {
+                        Some(SeqVal::H(h, hint)) => Some((at(i), h, *hint)),
+                        _ => None,
+                    })
                     .collect();
                 let ok = want_points.len() == s.points.len()
                     && want_points
                         .iter()
                         .zip(&s.points)
-                        .all(|(w, g)| w.0 == g.0 && almost_equal(w.1, g.1));
+                        .all(|(w, g)| w.0 == g.0 && almost_equal(w.1, g.1))
+                    && want_hists.len() == s.histograms.len()
+                    && want_hists
+                        .iter()
+                        .zip(&s.histograms)
+                        .all(|(w, g)| w.0 == g.0 && histograms_match(w.1, &g.1, w.2));
                 if !ok {
                     return Err(format!(
-                        "for {} expected {:?}, got {:?}",
+                        "for {} expected {:?} {:?}, got {:?} {:?}",
                         DisplayLabels(&s.labels),
                         want_points,
-                        s.points
+                        want_hists
+                            .iter()
+                            .map(|w| (w.0, w.1.test_expression()))
+                            .collect::<Vec<_>>(),
+                        s.points,
+                        s.histograms
+                            .iter()
+                            .map(|g| (g.0, g.1.test_expression()))
+                            .collect::<Vec<_>>()
                     ));
                 }
             }
@@ -730,6 +1056,13 @@ fn run_eval(
     }
 }
 
+fn sample_value(s: &super::Sample) -> String {
+    match &s.h {
+        Some(h) => h.test_expression(),
+        None => s.f.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -738,12 +1071,20 @@ mod tests {
     fn expands_values() {
         let v = expand_values("1+2x2 _ 5x1 -1-1x1 stale _x2 1e-3").expect("expand");
         assert_eq!(v.len(), 12);
+        let v: Vec<Option<f64>> = v
+            .iter()
+            .map(|x| x.as_ref().and_then(SeqVal::float))
+            .collect();
         assert_eq!(&v[..3], &[Some(1.0), Some(3.0), Some(5.0)]);
         assert_eq!(v[3], None);
         assert_eq!(&v[4..8], &[Some(5.0), Some(5.0), Some(-1.0), Some(-2.0)]);
         assert!(v[8].is_some_and(crate::promql::is_stale_nan));
         assert_eq!(&v[9..], &[None, None, Some(0.001)]);
-        assert!(expand_values("{{schema:1}}").is_err());
+        let h = expand_values("{{count:2 buckets:[1 1]}}+{{count:1 buckets:[1]}}x2")
+            .expect("histograms");
+        assert_eq!(h.len(), 3);
+        assert!(matches!(&h[2], Some(SeqVal::H(x, false)) if x.count == 4.0));
+        assert!(expand_values("{{schema:1 bogus:2}}").is_err());
     }
 
     #[test]

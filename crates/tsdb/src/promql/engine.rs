@@ -24,7 +24,8 @@ use promql_parser::parser::{
 };
 
 use super::functions;
-use super::source::{LabelMatcher, MatchOp, RawSeries, SeriesSource};
+use super::histogram::FloatHistogram;
+use super::source::{LabelMatcher, MatchOp, MixedSeries, SeriesSource};
 use super::{DisplayLabels, Error, Labels, METRIC_NAME, Sample, Series, is_stale_nan};
 
 /// A query result.
@@ -102,7 +103,8 @@ impl Engine {
         t_ms: i64,
     ) -> Result<Value, Error> {
         let expr = parse(query)?;
-        let ev = Evaluator::new(self, source, t_ms, t_ms, 0).with_bounds(&expr);
+        let mut ev = Evaluator::new(self, source, t_ms, t_ms, 0).with_bounds(&expr);
+        ev.invalid_strings = invalid_utf8_literals(query);
         Ok(match ev.eval(&expr, t_ms)? {
             Val::Scalar(f) => Value::Scalar(f),
             Val::Str(s) => Value::String(s),
@@ -123,6 +125,7 @@ impl Engine {
                     out.push(Series {
                         labels,
                         points: s.points,
+                        histograms: s.hists.iter().map(|(t, h)| (*t, (**h).clone())).collect(),
                     });
                 }
                 Value::Matrix(out)
@@ -163,18 +166,23 @@ impl Engine {
                 type_name(vt)
             )));
         }
-        let ev = Evaluator::new(self, source, start_ms, end_ms, step_ms).with_bounds(&expr);
+        let mut ev = Evaluator::new(self, source, start_ms, end_ms, step_ms).with_bounds(&expr);
+        ev.invalid_strings = invalid_utf8_literals(query);
         let mut index: HashMap<Labels, usize> = HashMap::new();
         let mut out: Vec<Series> = Vec::new();
-        let mut push = |labels: Labels, t: i64, f: f64| {
+        let mut push = |labels: Labels, t: i64, f: f64, h: Option<FloatHistogram>| {
             let i = *index.entry(labels.clone()).or_insert_with(|| {
                 out.push(Series {
                     labels,
                     points: Vec::new(),
+                    histograms: Vec::new(),
                 });
                 out.len() - 1
             });
-            out[i].points.push((t, f));
+            match h {
+                Some(h) => out[i].histograms.push((t, h)),
+                None => out[i].points.push((t, f)),
+            }
         };
         let mut t = start_ms;
         // Result points gathered so far: they stay in memory while the
@@ -186,13 +194,13 @@ impl Engine {
             match ev.eval(&expr, t)? {
                 Val::Scalar(f) => {
                     held = held.saturating_add(1);
-                    push(Labels::new(), t, f)
+                    push(Labels::new(), t, f, None)
                 }
                 Val::Vector(v) => {
                     let v = finish_vector(v)?;
                     held = held.saturating_add(v.len());
                     for s in v {
-                        push(s.labels, t, s.f);
+                        push(s.labels, t, s.f, s.h);
                     }
                 }
                 Val::Str(_) | Val::Matrix(_) => {
@@ -237,7 +245,11 @@ fn finish_vector(v: Vec<El>) -> Result<Vec<Sample>, Error> {
                 "vector cannot contain metrics with the same labelset".into(),
             ));
         }
-        out.push(Sample { labels, f: el.f });
+        out.push(Sample {
+            labels,
+            f: el.f,
+            h: el.h.map(|h| (*h).clone()),
+        });
     }
     Ok(out)
 }
@@ -247,6 +259,8 @@ fn finish_vector(v: Vec<El>) -> Result<Vec<Sample>, Error> {
 pub(crate) struct El {
     pub labels: Labels,
     pub f: f64,
+    /// A native histogram value (then `f` is unused).
+    pub h: Option<Arc<FloatHistogram>>,
     /// The metric name is to be removed at the end.
     pub drop: bool,
 }
@@ -256,6 +270,8 @@ pub(crate) struct El {
 pub(crate) struct MSer {
     pub labels: Labels,
     pub points: Vec<(i64, f64)>,
+    /// Native histogram points, sorted by time.
+    pub hists: Vec<(i64, Arc<FloatHistogram>)>,
     pub drop: bool,
 }
 
@@ -327,7 +343,10 @@ pub(crate) struct Evaluator<'a> {
     since_check: std::cell::Cell<u32>,
     /// The time range every selector of the query reads from.
     bounds: (i64, i64),
-    cache: RefCell<HashMap<String, Rc<Vec<RawSeries>>>>,
+    /// String literals that are invalid UTF-8 in Go (see
+    /// [`invalid_utf8_literals`]).
+    pub(crate) invalid_strings: HashMap<String, String>,
+    cache: RefCell<HashMap<String, Rc<Vec<MixedSeries>>>>,
 }
 
 impl<'a> Evaluator<'a> {
@@ -340,6 +359,7 @@ impl<'a> Evaluator<'a> {
             since_check: std::cell::Cell::new(0),
             step,
             bounds: (i64::MIN, i64::MAX),
+            invalid_strings: HashMap::new(),
             source,
             lookback: engine.lookback_ms,
             sub_step: engine.subquery_step_ms.max(1),
@@ -434,7 +454,7 @@ impl<'a> Evaluator<'a> {
         base.saturating_sub(offset_ms(offset))
     }
 
-    fn fetch(&self, vs: &VectorSelector) -> Result<Rc<Vec<RawSeries>>, Error> {
+    fn fetch(&self, vs: &VectorSelector) -> Result<Rc<Vec<MixedSeries>>, Error> {
         let mut matchers = convert_matchers(&vs.matchers)?;
         if let Some(name) = &vs.name {
             matchers.push(LabelMatcher::new(METRIC_NAME, MatchOp::Equal, name)?);
@@ -450,7 +470,7 @@ impl<'a> Evaluator<'a> {
 
         let series = Rc::new(
             self.source
-                .select(&matchers, self.bounds.0, self.bounds.1)?,
+                .select_mixed(&matchers, self.bounds.0, self.bounds.1)?,
         );
         self.cache.borrow_mut().insert(key, series.clone());
         self.check_deadline()?;
@@ -501,6 +521,11 @@ impl<'a> Evaluator<'a> {
                     v.into_iter()
                         .map(|el| El {
                             f: -el.f,
+                            h: el.h.map(|h| {
+                                let mut h = (*h).clone();
+                                h.mul(-1.0);
+                                Arc::new(h)
+                            }),
                             drop: true,
                             labels: el.labels,
                         })
@@ -541,11 +566,16 @@ impl<'a> Evaluator<'a> {
         let mut out = Vec::new();
         for s in series.iter() {
             let idx = s.samples.partition_point(|p| p.0 <= te);
-            if idx == 0 {
-                continue;
-            }
-            let (ts, f) = s.samples[idx - 1];
-            if ts <= te.saturating_sub(self.lookback) || is_stale_nan(f) {
+            let hidx = s.histograms.partition_point(|p| p.0 <= te);
+            let float = idx.checked_sub(1).map(|i| s.samples[i]);
+            let hist = hidx.checked_sub(1).map(|i| &s.histograms[i]);
+            let (ts, f, h) = match (float, hist) {
+                (None, None) => continue,
+                (Some((ts, f)), None) => (ts, f, None),
+                (Some((ts, f)), Some((ht, _))) if ts >= *ht => (ts, f, None),
+                (_, Some((ht, h))) => (*ht, 0.0, Some(h.clone())),
+            };
+            if ts <= te.saturating_sub(self.lookback) || (h.is_none() && is_stale_nan(f)) {
                 continue;
             }
             self.account(1)?;
@@ -553,6 +583,7 @@ impl<'a> Evaluator<'a> {
                 El {
                     labels: s.labels.clone(),
                     f,
+                    h,
                     drop: false,
                 },
                 ts,
@@ -573,13 +604,17 @@ impl<'a> Evaluator<'a> {
                 .copied()
                 .filter(|p| !is_stale_nan(p.1))
                 .collect();
-            if points.is_empty() {
+            let hlo = s.histograms.partition_point(|p| p.0 <= start);
+            let hhi = s.histograms.partition_point(|p| p.0 <= end);
+            let hists = s.histograms[hlo..hhi.max(hlo)].to_vec();
+            if points.is_empty() && hists.is_empty() {
                 continue;
             }
-            self.account(points.len())?;
+            self.account(points.len() + hists.len())?;
             out.push(MSer {
                 labels: s.labels.clone(),
                 points,
+                hists,
                 drop: false,
             });
         }
@@ -611,6 +646,7 @@ impl<'a> Evaluator<'a> {
                 Val::Scalar(f) => vec![El {
                     labels: Labels::new(),
                     f,
+                    h: None,
                     drop: false,
                 }],
                 other => return exec(format!("subquery over {}", other.kind())),
@@ -623,6 +659,7 @@ impl<'a> Evaluator<'a> {
                         series.push(MSer {
                             labels: el.labels.clone(),
                             points: Vec::new(),
+                            hists: Vec::new(),
                             drop: el.drop,
                         });
                         series.len() - 1
@@ -630,7 +667,21 @@ impl<'a> Evaluator<'a> {
                 };
                 series[i].drop |= el.drop;
                 self.account(1)?;
-                series[i].points.push((ts, el.f));
+                match el.h {
+                    Some(mut h) => {
+                        // Explicit hints would miss or repeat resets
+                        // between the subquery's steps.
+                        use super::histogram::CounterResetHint as Hint;
+                        if matches!(
+                            h.counter_reset_hint,
+                            Hint::NotCounterReset | Hint::CounterReset
+                        ) {
+                            Arc::make_mut(&mut h).counter_reset_hint = Hint::Unknown;
+                        }
+                        series[i].hists.push((ts, h))
+                    }
+                    None => series[i].points.push((ts, el.f)),
+                }
             }
             ts = match ts.checked_add(step) {
                 Some(n) => n,
@@ -788,6 +839,7 @@ impl<'a> Evaluator<'a> {
                 let top = op == "topk";
                 let mut out = Vec::new();
                 for mut g in groups {
+                    g.retain(|el| el.h.is_none());
                     g.sort_by(|x, y| rank_cmp(x.f, y.f, top));
                     g.truncate(k);
                     out.extend(g);
@@ -845,6 +897,9 @@ impl<'a> Evaluator<'a> {
                     return exec("count_values needs a parameter");
                 };
                 let label = self.eval_string(param, t)?;
+                if let Some(quoted) = self.invalid_strings.get(&label) {
+                    return exec(format!("invalid label name {quoted}"));
+                }
                 if !valid_label_name(&label) {
                     return exec(format!("invalid label name {label:?}"));
                 }
@@ -852,7 +907,11 @@ impl<'a> Evaluator<'a> {
                 let mut index: HashMap<Labels, usize> = HashMap::new();
                 for el in input {
                     let mut key = group_key(&el.labels);
-                    key.insert(label.clone(), format_value(el.f));
+                    let value = match &el.h {
+                        Some(h) => h.to_string(),
+                        None => format_value(el.f),
+                    };
+                    key.insert(label.clone(), value);
                     let i = *index.entry(key.clone()).or_insert_with(|| {
                         groups.push((key, 0.0));
                         groups.len() - 1
@@ -865,6 +924,7 @@ impl<'a> Evaluator<'a> {
                         .map(|(labels, f)| El {
                             labels,
                             f,
+                            h: None,
                             drop: false,
                         })
                         .collect(),
@@ -875,22 +935,47 @@ impl<'a> Evaluator<'a> {
                     Some(p) if op == "quantile" => Some(self.eval_scalar(p, t)?),
                     _ => None,
                 };
-                let mut groups: Vec<(Labels, bool, Vec<f64>)> = Vec::new();
+                type Group = (Labels, bool, Vec<f64>, Vec<Arc<FloatHistogram>>);
+                let mut groups: Vec<Group> = Vec::new();
                 let mut index: HashMap<Labels, usize> = HashMap::new();
                 for el in input {
                     let key = group_key(&el.labels);
                     let has_name = key.contains_key(METRIC_NAME);
                     let i = *index.entry(key.clone()).or_insert_with(|| {
-                        groups.push((key, false, Vec::new()));
+                        groups.push((key, false, Vec::new(), Vec::new()));
                         groups.len() - 1
                     });
                     if has_name && el.drop {
                         groups[i].1 = true;
                     }
-                    groups[i].2.push(el.f);
+                    match el.h {
+                        Some(h) => groups[i].3.push(h),
+                        None => groups[i].2.push(el.f),
+                    }
                 }
                 let mut out = Vec::with_capacity(groups.len());
-                for (labels, drop, values) in groups {
+                for (labels, drop, values, hists) in groups {
+                    match op.as_str() {
+                        "sum" | "avg" if !hists.is_empty() => {
+                            if !values.is_empty() {
+                                // Floats and histograms do not aggregate.
+                                continue;
+                            }
+                            let Some(h) = functions::sum_histograms(&hists, op == "avg") else {
+                                continue;
+                            };
+                            out.push(El {
+                                labels,
+                                f: 0.0,
+                                h: Some(Arc::new(h)),
+                                drop,
+                            });
+                            continue;
+                        }
+                        "count" | "group" => {}
+                        _ if values.is_empty() => continue,
+                        _ => {}
+                    }
                     let f = match op.as_str() {
                         "sum" => functions::kahan_sum(&values),
                         "avg" => functions::mean(&values),
@@ -900,14 +985,19 @@ impl<'a> Evaluator<'a> {
                         "max" => values.iter().copied().fold(f64::NAN, |acc, f| {
                             if acc < f || acc.is_nan() { f } else { acc }
                         }),
-                        "count" => values.len() as f64,
+                        "count" => (values.len() + hists.len()) as f64,
                         "group" => 1.0,
                         "stdvar" => functions::variance(&values),
                         "stddev" => functions::variance(&values).sqrt(),
                         "quantile" => functions::quantile(param.unwrap_or(f64::NAN), values),
                         other => return exec(format!("unsupported aggregation {other}")),
                     };
-                    out.push(El { labels, f, drop });
+                    out.push(El {
+                        labels,
+                        f,
+                        h: None,
+                        drop,
+                    });
                 }
                 Ok(Val::Vector(out))
             }
@@ -959,6 +1049,91 @@ pub(crate) fn format_value(f: f64) -> String {
 
 pub(crate) fn valid_label_name(name: &str) -> bool {
     !name.is_empty()
+}
+
+/// Go-quoted forms (`"a\xc5z"`) of the string literals of `query` that
+/// are not valid UTF-8 in Go, keyed by the value promql-parser gives them
+/// (where `\xc5` became U+00C5). Prometheus rejects such label names.
+fn invalid_utf8_literals(query: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    let mut chars = query.char_indices().peekable();
+    while let Some((_, q)) = chars.next() {
+        if q == '`' {
+            for (_, c) in chars.by_ref() {
+                if c == '`' {
+                    break;
+                }
+            }
+            continue;
+        }
+        if q != '"' && q != '\'' {
+            continue;
+        }
+        let mut bytes: Vec<u8> = Vec::new();
+        let mut parsed = String::new();
+        while let Some((_, c)) = chars.next() {
+            if c == q {
+                break;
+            }
+            if c != '\\' {
+                let mut buf = [0u8; 4];
+                bytes.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                parsed.push(c);
+                continue;
+            }
+            let Some((_, e)) = chars.next() else { break };
+            let digits =
+                |n: usize,
+                 radix: u32,
+                 chars: &mut std::iter::Peekable<std::str::CharIndices<'_>>| {
+                    let mut v = 0u32;
+                    for _ in 0..n {
+                        match chars.peek().and_then(|(_, d)| d.to_digit(radix)) {
+                            Some(d) => {
+                                v = v * radix + d;
+                                chars.next();
+                            }
+                            None => break,
+                        }
+                    }
+                    v
+                };
+            match e {
+                'x' => {
+                    let v = digits(2, 16, &mut chars);
+                    bytes.push(v as u8);
+                    parsed.push(char::from_u32(v).unwrap_or('?'));
+                }
+                '0'..='7' => {
+                    let v = e.to_digit(8).unwrap_or(0) * 64 + digits(2, 8, &mut chars);
+                    bytes.push(v as u8);
+                    parsed.push(char::from_u32(v).unwrap_or('?'));
+                }
+                other => {
+                    // Other escapes stand for valid characters: keep the
+                    // literal only for the validity check.
+                    bytes.push(b'a');
+                    parsed.push(match other {
+                        'n' => '\n',
+                        't' => '\t',
+                        _ => other,
+                    });
+                }
+            }
+        }
+        if std::str::from_utf8(&bytes).is_err() {
+            let mut quoted = String::from("\"");
+            for chunk in bytes.utf8_chunks() {
+                quoted.push_str(chunk.valid());
+                for b in chunk.invalid() {
+                    quoted.push_str(&format!("\\x{b:02x}"));
+                }
+            }
+            quoted.push('"');
+            out.insert(parsed, quoted);
+        }
+    }
+    out
 }
 
 fn convert_matchers(ms: &Matchers) -> Result<Vec<LabelMatcher>, Error> {
@@ -1049,22 +1224,85 @@ impl BinOp {
     }
 }
 
+/// Prometheus' `vectorElemBinop`: the value, histogram and whether a
+/// comparison holds; None drops the element (operand types the operator
+/// does not take, or histograms that cannot be combined).
+fn elem_binop(
+    op: BinOp,
+    lf: f64,
+    rf: f64,
+    lh: Option<&Arc<FloatHistogram>>,
+    rh: Option<&Arc<FloatHistogram>>,
+) -> Option<(f64, Option<Arc<FloatHistogram>>, bool)> {
+    let scaled = |h: &FloatHistogram, by: f64, div: bool| {
+        let mut h = h.clone();
+        if div {
+            h.div(by);
+        } else {
+            h.mul(by);
+        }
+        h.compact();
+        Some((0.0, Some(Arc::new(h)), true))
+    };
+    match (lh, rh) {
+        (None, None) => {
+            let (v, keep) = op.apply(lf, rf);
+            Some((v, None, keep))
+        }
+        (None, Some(h)) => match op {
+            BinOp::Mul => scaled(h, lf, false),
+            _ => None,
+        },
+        (Some(h), None) => match op {
+            BinOp::Mul => scaled(h, rf, false),
+            BinOp::Div => scaled(h, rf, true),
+            _ => None,
+        },
+        (Some(a), Some(b)) => match op {
+            BinOp::Add | BinOp::Sub => {
+                let mut r = (**a).clone();
+                let collision = if op == BinOp::Add { r.add(b) } else { r.sub(b) };
+                if collision != Ok(false) {
+                    return None;
+                }
+                if op == BinOp::Sub {
+                    r.counter_reset_hint = super::histogram::CounterResetHint::Gauge;
+                }
+                r.compact();
+                Some((0.0, Some(Arc::new(r)), true))
+            }
+            BinOp::Eq => Some((0.0, Some(a.clone()), a.equals(b))),
+            BinOp::Ne => Some((0.0, Some(a.clone()), !a.equals(b))),
+            _ => None,
+        },
+    }
+}
+
 fn vector_scalar(op: BinOp, v: Vec<El>, s: f64, swap: bool, return_bool: bool) -> Vec<El> {
     let mut out = Vec::with_capacity(v.len());
     for el in v {
-        let (l, r) = if swap { (s, el.f) } else { (el.f, s) };
-        let (mut val, keep) = op.apply(l, r);
+        let (l, r, lh, rh) = if swap {
+            (s, el.f, None, el.h.as_ref())
+        } else {
+            (el.f, s, el.h.as_ref(), None)
+        };
+        let Some((mut val, mut h, keep)) = elem_binop(op, l, r, lh, rh) else {
+            continue;
+        };
         if op.is_comparison() {
             if return_bool {
                 val = if keep { 1.0 } else { 0.0 };
+                h = None;
             } else if !keep {
                 continue;
             } else {
                 val = el.f;
+                h = el.h.clone();
             }
         }
         out.push(El {
             f: val,
+            h,
             drop: el.drop || !op.is_comparison() || return_bool,
             labels: el.labels,
         });
@@ -1171,17 +1409,26 @@ fn vector_vector(
     let mut out = Vec::new();
     for l in lhs {
         let sig = m.signature(&l.labels);
-        let (rf, rlabels, filled) = match right.get(&sig) {
-            Some(r) => (r.f, &r.labels, false),
+        let (rf, rh, rlabels, filled) = match right.get(&sig) {
+            Some(r) => (r.f, r.h.as_ref(), &r.labels, false),
             None => match fill_rhs {
-                Some(f) => (f, &no_labels, true),
+                Some(f) => (f, None, &no_labels, true),
                 None => continue,
             },
         };
-        let (fl, fr) = if swapped { (rf, l.f) } else { (l.f, rf) };
-        let (mut val, keep) = op.apply(fl, fr);
-        if op.is_comparison() && return_bool {
-            val = if keep { 1.0 } else { 0.0 };
+        let (fl, fr, hl, hr) = if swapped {
+            (rf, l.f, rh, l.h.as_ref())
+        } else {
+            (l.f, rf, l.h.as_ref(), rh)
+        };
+        let Some((mut val, mut h, keep)) = elem_binop(op, fl, fr, hl, hr) else {
+            continue;
+        };
+        if return_bool {
+            h = None;
+            if op.is_comparison() {
+                val = if keep { 1.0 } else { 0.0 };
+            }
         }
         let mut labels = l.labels.clone();
         if one_to_one {
@@ -1225,6 +1472,7 @@ fn vector_vector(
         out.push(El {
             labels,
             f: val,
+            h,
             drop,
         });
     }
@@ -1236,11 +1484,18 @@ fn vector_vector(
                 continue;
             }
             let Some(r) = right.get(&sig) else { continue };
-            let (fl, fr) = if swapped { (r.f, f) } else { (f, r.f) };
-            let (mut val, keep) = op.apply(fl, fr);
+            let (fl, fr, hl, hr) = if swapped {
+                (r.f, f, r.h.as_ref(), None)
+            } else {
+                (f, r.f, None, r.h.as_ref())
+            };
+            let Some((mut val, mut h, keep)) = elem_binop(op, fl, fr, hl, hr) else {
+                continue;
+            };
             if op.is_comparison() {
                 if return_bool {
                     val = if keep { 1.0 } else { 0.0 };
+                    h = None;
                 } else if !keep {
                     continue;
                 }
@@ -1248,6 +1503,7 @@ fn vector_vector(
             out.push(El {
                 labels: sig,
                 f: val,
+                h,
                 drop: true,
             });
         }

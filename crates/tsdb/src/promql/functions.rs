@@ -6,7 +6,10 @@ use chrono::{DateTime, Datelike, Timelike};
 use promql_parser::parser::Expr;
 use regex::Regex;
 
+use std::sync::Arc;
+
 use super::engine::{El, Evaluator, MSer, Mat, Val, exec, valid_label_name};
+use super::histogram::{CounterResetHint, FloatHistogram};
 use super::{Error, Labels, METRIC_NAME};
 
 type Args = [Box<Expr>];
@@ -52,13 +55,25 @@ pub(crate) fn call(ev: &Evaluator<'_>, name: &str, args: &Args, t: i64) -> Resul
                 qs.push((q, openmetrics_float(q)));
             }
             let mut out = Vec::new();
-            for (labels, buckets) in bucket_groups(v) {
-                for (q, qs) in &qs {
+            let (natives, classic) = split_histograms(v);
+            for (q, qs) in &qs {
+                for (labels, h) in &natives {
+                    let mut l = labels.clone();
+                    l.insert(label.clone(), qs.clone());
+                    out.push(El {
+                        labels: l,
+                        f: h.quantile(*q),
+                        h: None,
+                        drop: true,
+                    });
+                }
+                for (labels, buckets) in &classic {
                     let mut l = labels.clone();
                     l.insert(label.clone(), qs.clone());
                     out.push(El {
                         labels: l,
                         f: bucket_quantile(*q, buckets.clone()),
+                        h: None,
                         drop: true,
                     });
                 }
@@ -69,26 +84,39 @@ pub(crate) fn call(ev: &Evaluator<'_>, name: &str, args: &Args, t: i64) -> Resul
             let lower = ev.eval_scalar(arg(args, 0)?, t)?;
             let upper = ev.eval_scalar(arg(args, 1)?, t)?;
             let v = ev.eval_vector(arg(args, 2)?, t)?;
-            Ok(Val::Vector(
-                bucket_groups(v)
-                    .into_iter()
-                    .map(|(labels, buckets)| El {
-                        labels,
-                        f: bucket_fraction(lower, upper, buckets),
-                        drop: true,
-                    })
-                    .collect(),
-            ))
+            let (natives, classic) = split_histograms(v);
+            let mut out: Vec<El> = natives
+                .into_iter()
+                .map(|(labels, h)| El {
+                    labels,
+                    f: h.fraction(lower, upper),
+                    h: None,
+                    drop: true,
+                })
+                .collect();
+            out.extend(classic.into_iter().map(|(labels, buckets)| El {
+                labels,
+                f: bucket_fraction(lower, upper, buckets),
+                h: None,
+                drop: true,
+            }));
+            Ok(Val::Vector(out))
         }
         "pi" => Ok(Val::Scalar(std::f64::consts::PI)),
         "vector" => Ok(Val::Vector(vec![El {
             labels: Labels::new(),
             f: ev.eval_scalar(arg(args, 0)?, t)?,
+            h: None,
             drop: false,
         }])),
         "scalar" => {
             let v = ev.eval_vector(arg(args, 0)?, t)?;
-            Ok(Val::Scalar(if v.len() == 1 { v[0].f } else { f64::NAN }))
+            let floats: Vec<f64> = v.iter().filter(|e| e.h.is_none()).map(|e| e.f).collect();
+            Ok(Val::Scalar(if floats.len() == 1 {
+                floats[0]
+            } else {
+                f64::NAN
+            }))
         }
         "abs" | "ceil" | "floor" | "exp" | "ln" | "log2" | "log10" | "sqrt" | "sgn" | "sin"
         | "cos" | "tan" | "asin" | "acos" | "atan" | "sinh" | "cosh" | "tanh" | "asinh"
@@ -164,6 +192,7 @@ pub(crate) fn call(ev: &Evaluator<'_>, name: &str, args: &Args, t: i64) -> Resul
                     .map(|(el, ts)| El {
                         labels: el.labels,
                         f: ts as f64 / 1000.0,
+                        h: None,
                         drop: true,
                     })
                     .collect()
@@ -173,6 +202,7 @@ pub(crate) fn call(ev: &Evaluator<'_>, name: &str, args: &Args, t: i64) -> Resul
                     .map(|el| El {
                         labels: el.labels,
                         f: now,
+                        h: None,
                         drop: true,
                     })
                     .collect()
@@ -186,12 +216,13 @@ pub(crate) fn call(ev: &Evaluator<'_>, name: &str, args: &Args, t: i64) -> Resul
                 None => vec![El {
                     labels: Labels::new(),
                     f: now,
+                    h: None,
                     drop: false,
                 }],
             };
             let mut out = Vec::with_capacity(v.len());
             for el in v {
-                if !el.f.is_finite() {
+                if el.h.is_some() || !el.f.is_finite() {
                     continue;
                 }
                 let Some(d) = DateTime::from_timestamp(el.f as i64, 0) else {
@@ -210,6 +241,7 @@ pub(crate) fn call(ev: &Evaluator<'_>, name: &str, args: &Args, t: i64) -> Resul
                 out.push(El {
                     labels: el.labels,
                     f,
+                    h: None,
                     drop: true,
                 });
             }
@@ -220,6 +252,7 @@ pub(crate) fn call(ev: &Evaluator<'_>, name: &str, args: &Args, t: i64) -> Resul
         "label_join" => label_join(ev, args, t),
         "sort" | "sort_desc" => {
             let mut v = ev.eval_vector(arg(args, 0)?, t)?;
+            v.retain(|el| el.h.is_none());
             let desc = name == "sort_desc";
             v.sort_by(|a, b| match (a.f.is_nan(), b.f.is_nan()) {
                 (true, true) => Ordering::Equal,
@@ -260,18 +293,23 @@ pub(crate) fn call(ev: &Evaluator<'_>, name: &str, args: &Args, t: i64) -> Resul
             Ok(Val::Vector(vec![El {
                 labels: absent_labels(a),
                 f: 1.0,
+                h: None,
                 drop: false,
             }]))
         }
         "absent_over_time" => {
             let a = arg(args, 0)?;
             let m = ev.eval_matrix(a, t)?;
-            if m.series.iter().any(|s| !s.points.is_empty()) {
+            if m.series
+                .iter()
+                .any(|s| !s.points.is_empty() || !s.hists.is_empty())
+            {
                 return Ok(Val::Vector(Vec::new()));
             }
             Ok(Val::Vector(vec![El {
                 labels: absent_labels(a),
                 f: 1.0,
+                h: None,
                 drop: false,
             }]))
         }
@@ -283,8 +321,27 @@ pub(crate) fn call(ev: &Evaluator<'_>, name: &str, args: &Args, t: i64) -> Resul
         "histogram_count" | "histogram_sum" | "histogram_avg" | "histogram_stddev"
         | "histogram_stdvar" => {
             // Native histograms only; float samples are ignored.
-            ev.eval_vector(arg(args, 0)?, t)?;
-            Ok(Val::Vector(Vec::new()))
+            let v = ev.eval_vector(arg(args, 0)?, t)?;
+            let out = v
+                .into_iter()
+                .filter_map(|el| {
+                    let h = el.h?;
+                    let f = match name {
+                        "histogram_count" => h.count,
+                        "histogram_sum" => h.sum,
+                        "histogram_avg" => h.sum / h.count,
+                        "histogram_stddev" => h.variance().sqrt(),
+                        _ => h.variance(),
+                    };
+                    Some(El {
+                        labels: el.labels,
+                        f,
+                        h: None,
+                        drop: true,
+                    })
+                })
+                .collect();
+            Ok(Val::Vector(out))
         }
         "quantile_over_time" => {
             let q = ev.eval_scalar(arg(args, 0)?, t)?;
@@ -348,6 +405,9 @@ pub(crate) fn call(ev: &Evaluator<'_>, name: &str, args: &Args, t: i64) -> Resul
             let f =
                 |s: &MSer, m: &Mat| -> Option<f64> {
                     let p = &s.points;
+                    if p.is_empty() {
+                        return None;
+                    }
                     let vals = || p.iter().map(|x| x.1);
                     match name {
                         "rate" => extrapolated_rate(p, m, true, true),
@@ -414,7 +474,22 @@ pub(crate) fn call(ev: &Evaluator<'_>, name: &str, args: &Args, t: i64) -> Resul
                         }
                     }
                 };
-            Ok(over_time(m, !keep_name, f))
+            let mut out = Vec::with_capacity(m.series.len());
+            for s in &m.series {
+                let value = match histogram_range_fn(name, s, &m) {
+                    Some(v) => v,
+                    None => f(s, &m).map(|f| (f, None)),
+                };
+                if let Some((f, h)) = value {
+                    out.push(El {
+                        labels: s.labels.clone(),
+                        f,
+                        h,
+                        drop: !keep_name || s.drop,
+                    });
+                }
+            }
+            Ok(Val::Vector(out))
         }
         other => exec(format!("function {other:?} is not supported")),
     }
@@ -440,6 +515,7 @@ fn over_time(m: Mat, drop: bool, f: impl Fn(&MSer, &Mat) -> Option<f64>) -> Val 
             out.push(El {
                 labels: s.labels.clone(),
                 f: v,
+                h: None,
                 drop: drop || s.drop,
             });
         }
@@ -450,8 +526,10 @@ fn over_time(m: Mat, drop: bool, f: impl Fn(&MSer, &Mat) -> Option<f64>) -> Val 
 fn map_vector(v: Vec<El>, f: impl Fn(f64) -> f64) -> Result<Val, Error> {
     Ok(Val::Vector(
         v.into_iter()
+            .filter(|el| el.h.is_none())
             .map(|el| El {
                 f: f(el.f),
+                h: None,
                 labels: el.labels,
                 drop: true,
             })
@@ -661,7 +739,7 @@ fn label_replace(ev: &Evaluator<'_>, args: &Args, t: i64) -> Result<Val, Error> 
             "invalid regular expression in label_replace(): {e}"
         ))
     })?;
-    if !valid_label_name(&dst) {
+    if !valid_label_name(&dst) || ev.invalid_strings.contains_key(&dst) {
         return exec(format!(
             "invalid destination label name in label_replace(): {dst}"
         ));
@@ -695,7 +773,7 @@ fn label_join(ev: &Evaluator<'_>, args: &Args, t: i64) -> Result<Val, Error> {
     for a in args.iter().skip(3) {
         srcs.push(ev.eval_string(a, t)?);
     }
-    if !valid_label_name(&dst) {
+    if !valid_label_name(&dst) || ev.invalid_strings.contains_key(&dst) {
         return exec(format!(
             "invalid destination label name in label_join(): {dst}"
         ));
@@ -966,16 +1044,290 @@ fn parse_le(s: &str) -> Option<f64> {
     }
 }
 
-/// histogram_quantile over classic buckets (series with an `le` label).
+/// histogram_quantile over native histograms and classic buckets (series
+/// with an `le` label).
 fn histogram_quantile(q: f64, v: Vec<El>) -> Vec<El> {
-    bucket_groups(v)
+    let (natives, classic) = split_histograms(v);
+    let mut out: Vec<El> = natives
         .into_iter()
-        .map(|(labels, buckets)| El {
+        .map(|(labels, h)| El {
             labels,
-            f: bucket_quantile(q, buckets),
+            f: h.quantile(q),
+            h: None,
             drop: true,
         })
-        .collect()
+        .collect();
+    out.extend(classic.into_iter().map(|(labels, buckets)| El {
+        labels,
+        f: bucket_quantile(q, buckets),
+        h: None,
+        drop: true,
+    }));
+    out
+}
+
+type BucketGroups = Vec<(Labels, Vec<(f64, f64)>)>;
+
+/// Native histograms and classic bucket groups of `v`; a native histogram
+/// with the labels of a classic group (without `le`) conflicts with it and
+/// both are left out.
+fn split_histograms(v: Vec<El>) -> (Vec<(Labels, Arc<FloatHistogram>)>, BucketGroups) {
+    let mut natives = Vec::new();
+    let mut floats = Vec::new();
+    for el in v {
+        match el.h {
+            Some(h) => natives.push((el.labels, h)),
+            None => floats.push(el),
+        }
+    }
+    let mut classic = bucket_groups(floats);
+    let mut kept = Vec::with_capacity(natives.len());
+    for (labels, h) in natives {
+        if let Some(i) = classic
+            .iter()
+            .position(|(l, b)| *l == labels && !b.is_empty())
+        {
+            classic.remove(i);
+            continue;
+        }
+        kept.push((labels, h));
+    }
+    (kept, classic)
+}
+
+/// The sum (or the mean) of histograms; None when they mix exponential and
+/// custom buckets.
+pub(crate) fn sum_histograms(hs: &[Arc<FloatHistogram>], mean: bool) -> Option<FloatHistogram> {
+    let (first, rest) = hs.split_first()?;
+    let mut sum = (**first).clone();
+    for h in rest {
+        sum.add(h).ok()?;
+    }
+    if mean {
+        sum.div(hs.len() as f64);
+    }
+    sum.compact();
+    Some(sum)
+}
+
+/// Range functions over a series with native histogram samples: None when
+/// the function leaves histograms to the float path, Some(None) when the
+/// series yields no element.
+#[allow(clippy::type_complexity)]
+fn histogram_range_fn(
+    name: &str,
+    s: &MSer,
+    m: &Mat,
+) -> Option<Option<(f64, Option<Arc<FloatHistogram>>)>> {
+    if s.hists.is_empty() {
+        return None;
+    }
+    let p = &s.points;
+    let hs = &s.hists;
+    let hist = |h: FloatHistogram| Some(Some((0.0, Some(Arc::new(h)))));
+    let float = |f: f64| Some(Some((f, None)));
+    match name {
+        "rate" | "increase" | "delta" => {
+            if !p.is_empty() {
+                return Some(None);
+            }
+            Some(
+                histogram_extrapolated_rate(hs, m, name != "delta", name == "rate")
+                    .map(|h| (0.0, Some(Arc::new(h)))),
+            )
+        }
+        "irate" | "idelta" => {
+            // The last two samples of either kind.
+            let mut last: Vec<(i64, Option<&Arc<FloatHistogram>>)> = p
+                .iter()
+                .rev()
+                .take(2)
+                .map(|x| (x.0, None))
+                .chain(hs.iter().rev().take(2).map(|x| (x.0, Some(&x.1))))
+                .collect();
+            last.sort_by_key(|x| x.0);
+            if last.len() < 2 {
+                return Some(None);
+            }
+            let (prev, cur) = (last[last.len() - 2], last[last.len() - 1]);
+            let (Some(ph), Some(ch)) = (prev.1, cur.1) else {
+                if prev.1.is_none() && cur.1.is_none() {
+                    return None;
+                }
+                return Some(None);
+            };
+            let gap = cur.0 - prev.0;
+            if gap == 0 {
+                return Some(None);
+            }
+            let rate = name == "irate";
+            let mut r = (**ch).clone();
+            if (!rate || !ch.detect_reset(ph)) && r.sub(ph).is_err() {
+                return Some(None);
+            }
+            r.counter_reset_hint = CounterResetHint::Gauge;
+            r.compact();
+            if rate {
+                r.div(gap as f64 / 1000.0);
+            }
+            hist(r)
+        }
+        "resets" | "changes" => {
+            let mut all: Vec<(i64, f64, Option<&Arc<FloatHistogram>>)> = p
+                .iter()
+                .map(|x| (x.0, x.1, None))
+                .chain(hs.iter().map(|x| (x.0, 0.0, Some(&x.1))))
+                .collect();
+            all.sort_by_key(|x| x.0);
+            let n = all
+                .windows(2)
+                .filter(|w| match (w[0].2, w[1].2) {
+                    (None, None) => {
+                        if name == "resets" {
+                            w[1].1 < w[0].1
+                        } else {
+                            !(w[1].1 == w[0].1 || (w[1].1.is_nan() && w[0].1.is_nan()))
+                        }
+                    }
+                    (Some(a), Some(b)) => {
+                        if name == "resets" {
+                            b.detect_reset(a)
+                        } else {
+                            !b.equals(a)
+                        }
+                    }
+                    _ => true,
+                })
+                .count();
+            float(n as f64)
+        }
+        "sum_over_time" | "avg_over_time" => {
+            if !p.is_empty() {
+                return Some(None);
+            }
+            let hs: Vec<Arc<FloatHistogram>> = hs.iter().map(|x| x.1.clone()).collect();
+            Some(sum_histograms(&hs, name == "avg_over_time").map(|h| (0.0, Some(Arc::new(h)))))
+        }
+        "count_over_time" => float((p.len() + hs.len()) as f64),
+        "present_over_time" => float(1.0),
+        "last_over_time" | "ts_of_last_over_time" => {
+            let (ht, h) = &hs[hs.len() - 1];
+            match p.last() {
+                Some(&(ft, f)) if ft > *ht => {
+                    if name == "last_over_time" {
+                        float(f)
+                    } else {
+                        float(ft as f64 / 1000.0)
+                    }
+                }
+                _ if name == "last_over_time" => Some(Some((0.0, Some(h.clone())))),
+                _ => float(*ht as f64 / 1000.0),
+            }
+        }
+        "first_over_time" | "ts_of_first_over_time" => {
+            let (ht, h) = &hs[0];
+            match p.first() {
+                Some(&(ft, f)) if ft < *ht => {
+                    if name == "first_over_time" {
+                        float(f)
+                    } else {
+                        float(ft as f64 / 1000.0)
+                    }
+                }
+                _ if name == "first_over_time" => Some(Some((0.0, Some(h.clone())))),
+                _ => float(*ht as f64 / 1000.0),
+            }
+        }
+        _ => None,
+    }
+}
+
+/// rate, increase and delta over native histograms.
+fn histogram_extrapolated_rate(
+    hs: &[(i64, Arc<FloatHistogram>)],
+    m: &Mat,
+    counter: bool,
+    per_second: bool,
+) -> Option<FloatHistogram> {
+    if hs.len() < 2 {
+        return None;
+    }
+    let mut result = histogram_rate(hs, counter)?;
+    let range_start = m.end - m.range;
+    let range_end = m.end;
+    let (first_t, last_t) = (hs[0].0, hs[hs.len() - 1].0);
+    let mut to_start = (first_t - range_start) as f64 / 1000.0;
+    let mut to_end = (range_end - last_t) as f64 / 1000.0;
+    let sampled = (last_t - first_t) as f64 / 1000.0;
+    let avg_gap = sampled / (hs.len() - 1) as f64;
+    let threshold = avg_gap * 1.1;
+    if to_start >= threshold {
+        to_start = avg_gap / 2.0;
+    }
+    if counter && result.count > 0.0 && hs[0].1.count >= 0.0 {
+        let to_zero = sampled * (hs[0].1.count / result.count);
+        if to_zero < to_start {
+            to_start = to_zero;
+        }
+    }
+    if to_end >= threshold {
+        to_end = avg_gap / 2.0;
+    }
+    let mut factor = if sampled != 0.0 {
+        (sampled + to_start + to_end) / sampled
+    } else {
+        1.0
+    };
+    if per_second {
+        factor /= m.range as f64 / 1000.0;
+    }
+    result.mul(factor);
+    Some(result)
+}
+
+/// The increase from the first to the last histogram, corrected for
+/// counter resets when `counter`.
+fn histogram_rate(hs: &[(i64, Arc<FloatHistogram>)], counter: bool) -> Option<FloatHistogram> {
+    let last = &hs[hs.len() - 1].1;
+    let mut prev: FloatHistogram = (*hs[0].1).clone();
+    let mut custom = prev.uses_custom_buckets();
+    if counter {
+        let second = &hs[1].1;
+        if second.detect_reset(&prev) {
+            prev = FloatHistogram {
+                schema: second.schema,
+                custom_values: second.custom_values.clone(),
+                ..Default::default()
+            };
+            custom = second.uses_custom_buckets();
+        }
+    }
+    if last.uses_custom_buckets() != custom {
+        return None;
+    }
+    let mut min_schema = last.schema.min(prev.schema);
+    if counter {
+        for (_, h) in &hs[1..hs.len() - 1] {
+            min_schema = min_schema.min(h.schema);
+            if h.uses_custom_buckets() != custom {
+                return None;
+            }
+        }
+    }
+    let mut h = last.copy_to_schema(min_schema);
+    h.sub(&prev).ok()?;
+    if counter {
+        let mut prev: &FloatHistogram = &prev;
+        for (_, cur) in &hs[1..] {
+            if cur.detect_reset(prev) {
+                h.add(prev).ok()?;
+            }
+            prev = cur;
+        }
+    }
+    h.counter_reset_hint = CounterResetHint::Gauge;
+    h.compact();
+    Some(h)
 }
 
 /// Classic histogram buckets grouped by their labels without `le`; each

@@ -3,10 +3,18 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-use super::source::{LabelMatcher, RawSeries, SeriesSource};
+use super::histogram::FloatHistogram;
+use super::source::{LabelMatcher, MixedSeries, RawSeries, SeriesSource};
 use super::{Error, Labels};
 
-type SeriesMap = BTreeMap<Labels, Vec<(i64, f64)>>;
+/// A stored sample: a float or a native histogram.
+#[derive(Debug, Clone)]
+enum Stored {
+    Float(f64),
+    Histogram(Arc<FloatHistogram>),
+}
+
+type SeriesMap = BTreeMap<Labels, Vec<(i64, Stored)>>;
 
 /// Series held in memory; clones share the data.
 #[derive(Debug, Clone, Default)]
@@ -21,14 +29,51 @@ impl MemorySource {
 
     /// Adds a sample; a sample at an existing timestamp replaces it.
     pub fn append(&self, labels: &Labels, t_ms: i64, f: f64) {
+        self.put(labels, t_ms, Stored::Float(f));
+    }
+
+    /// Adds a native histogram sample; a sample at an existing timestamp
+    /// replaces it. Like Prometheus' head, a counter histogram that follows
+    /// another histogram gets its counter reset hint from a comparison with
+    /// it (`NotCounterReset` or `CounterReset`); after a float sample or
+    /// none it stays `Unknown`.
+    pub fn append_histogram(&self, labels: &Labels, t_ms: i64, mut h: FloatHistogram) {
+        use super::histogram::CounterResetHint;
+        if h.counter_reset_hint == CounterResetHint::Unknown
+            || h.counter_reset_hint == CounterResetHint::NotCounterReset
+        {
+            let map = match self.series.read() {
+                Ok(g) => g,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            let prev = map.get(labels).and_then(|samples| {
+                let i = samples.partition_point(|s| s.0 < t_ms);
+                i.checked_sub(1).map(|i| &samples[i].1)
+            });
+            h.counter_reset_hint = match prev {
+                Some(Stored::Histogram(p)) if p.counter_reset_hint != CounterResetHint::Gauge => {
+                    h.counter_reset_hint = CounterResetHint::Unknown;
+                    if h.detect_reset(p) {
+                        CounterResetHint::CounterReset
+                    } else {
+                        CounterResetHint::NotCounterReset
+                    }
+                }
+                _ => CounterResetHint::Unknown,
+            };
+        }
+        self.put(labels, t_ms, Stored::Histogram(Arc::new(h)));
+    }
+
+    fn put(&self, labels: &Labels, t_ms: i64, v: Stored) {
         let mut map = match self.series.write() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         };
         let samples = map.entry(labels.clone()).or_default();
         match samples.binary_search_by_key(&t_ms, |s| s.0) {
-            Ok(i) => samples[i].1 = f,
-            Err(i) => samples.insert(i, (t_ms, f)),
+            Ok(i) => samples[i].1 = v,
+            Err(i) => samples.insert(i, (t_ms, v)),
         }
     }
 
@@ -49,6 +94,23 @@ impl SeriesSource for MemorySource {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Vec<RawSeries>, Error> {
+        Ok(self
+            .select_mixed(matchers, start_ms, end_ms)?
+            .into_iter()
+            .filter(|s| !s.samples.is_empty())
+            .map(|s| RawSeries {
+                labels: s.labels,
+                samples: s.samples,
+            })
+            .collect())
+    }
+
+    fn select_mixed(
+        &self,
+        matchers: &[LabelMatcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<MixedSeries>, Error> {
         let map = match self.series.read() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
@@ -63,10 +125,17 @@ impl SeriesSource for MemorySource {
             if lo >= hi {
                 continue;
             }
-            out.push(RawSeries {
+            let mut series = MixedSeries {
                 labels: labels.clone(),
-                samples: samples[lo..hi].to_vec(),
-            });
+                ..Default::default()
+            };
+            for (t, v) in &samples[lo..hi] {
+                match v {
+                    Stored::Float(f) => series.samples.push((*t, *f)),
+                    Stored::Histogram(h) => series.histograms.push((*t, h.clone())),
+                }
+            }
+            out.push(series);
         }
         Ok(out)
     }

@@ -9,6 +9,7 @@
 pub mod conformance;
 pub mod engine;
 mod functions;
+pub mod histogram;
 pub mod memory;
 pub mod source;
 
@@ -16,8 +17,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 pub use engine::{Engine, Value};
+pub use histogram::FloatHistogram;
 pub use memory::MemorySource;
-pub use source::{LabelMatcher, MatchOp, RawSeries, SeriesSource};
+pub use source::{LabelMatcher, MatchOp, MixedSeries, RawSeries, SeriesSource};
 
 /// A label set, sorted by name.
 pub type Labels = BTreeMap<String, String>;
@@ -42,7 +44,10 @@ pub fn is_stale_nan(f: f64) -> bool {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
     pub labels: Labels,
+    /// The float value (0 for a histogram sample).
     pub f: f64,
+    /// The native histogram value, when the sample is one.
+    pub h: Option<FloatHistogram>,
 }
 
 /// One series of a range vector (matrix).
@@ -51,6 +56,8 @@ pub struct Series {
     pub labels: Labels,
     /// (timestamp in ms, value), sorted by time.
     pub points: Vec<(i64, f64)>,
+    /// Native histogram points, sorted by time.
+    pub histograms: Vec<(i64, FloatHistogram)>,
 }
 
 /// Errors of parsing and evaluation. The message is Prometheus' own where

@@ -1,6 +1,10 @@
 //! The storage seam of the PromQL engine.
 
+use std::sync::Arc;
+
 use regex::Regex;
+
+use super::histogram::FloatHistogram;
 
 use super::{Error, Labels};
 
@@ -68,6 +72,16 @@ pub struct RawSeries {
     pub samples: Vec<(i64, f64)>,
 }
 
+/// A series with float and native histogram samples.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MixedSeries {
+    pub labels: Labels,
+    /// Float samples, as in [`RawSeries`].
+    pub samples: Vec<(i64, f64)>,
+    /// Native histogram samples, sorted by time.
+    pub histograms: Vec<(i64, Arc<FloatHistogram>)>,
+}
+
 /// Where the engine reads series from.
 pub trait SeriesSource: Send + Sync {
     /// Every series that matches all `matchers`, with its samples in
@@ -79,6 +93,25 @@ pub trait SeriesSource: Send + Sync {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Vec<RawSeries>, Error>;
+
+    /// Like [`SeriesSource::select`], with native histogram samples too.
+    /// Storage without native histograms keeps this default.
+    fn select_mixed(
+        &self,
+        matchers: &[LabelMatcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<MixedSeries>, Error> {
+        Ok(self
+            .select(matchers, start_ms, end_ms)?
+            .into_iter()
+            .map(|s| MixedSeries {
+                labels: s.labels,
+                samples: s.samples,
+                histograms: Vec::new(),
+            })
+            .collect())
+    }
 
     /// Label sets of the series that match all `matchers` and have samples
     /// in `[start_ms, end_ms]` (the Prometheus `series` API). Storage with

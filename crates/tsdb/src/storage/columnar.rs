@@ -4,26 +4,46 @@
 //! further:
 //! - timestamps as zigzag varint delta-of-deltas (regular scrapes: a run of
 //!   zero bytes);
-//! - integer-valued series (counters, most gauges) as zigzag varint deltas;
+//! - series whose values are all decimals with at most 6 places (counters,
+//!   most gauges, anything parsed from text like `40.37`) as zigzag varint
+//!   deltas of the values times 10^places, which decode to the same bits;
 //! - other series as XOR-with-previous, stored as (trailing zero count,
 //!   varint of the rest).
 
 use super::varint::{get_uvarint, get_varint, put_uvarint, put_varint};
 
-const INTEGER_VALUES: u8 = 1;
+/// Flag bit: values are scaled integers; bits 1..=3 hold the decimal
+/// places.
+const SCALED: u8 = 1;
+const MAX_PLACES: u8 = 6;
 
 /// The largest magnitude stored exactly as an integer delta.
 const MAX_EXACT_INT: f64 = 9_007_199_254_740_992.0; // 2^53
 
-fn is_exact_int(v: f64) -> bool {
-    v.fract() == 0.0 && v.abs() < MAX_EXACT_INT && !(v == 0.0 && v.is_sign_negative())
+/// The fewest decimal places `p` such that every value is an integer `n`
+/// with `n / 10^p` giving back its exact bits (NaN, infinities and -0 never
+/// are).
+fn decimal_places(samples: &[(i64, f64)]) -> Option<u8> {
+    'places: for p in 0..=MAX_PLACES {
+        let scale = 10f64.powi(i32::from(p));
+        for &(_, v) in samples {
+            let n = (v * scale).round();
+            // NaN fails the first test too.
+            let exact = n.abs() < MAX_EXACT_INT;
+            if !exact || ((n as i64) as f64 / scale).to_bits() != v.to_bits() {
+                continue 'places;
+            }
+        }
+        return Some(p);
+    }
+    None
 }
 
 /// Encodes samples (sorted by time, distinct timestamps).
 pub fn encode(samples: &[(i64, f64)]) -> Vec<u8> {
     let mut out = Vec::with_capacity(samples.len() * 2 + 16);
-    let integers = samples.iter().all(|&(_, v)| is_exact_int(v));
-    out.push(if integers { INTEGER_VALUES } else { 0 });
+    let places = decimal_places(samples);
+    out.push(places.map_or(0, |p| SCALED | (p << 1)));
     put_uvarint(&mut out, samples.len() as u64);
     let (mut prev_t, mut prev_delta) = (0i64, 0i64);
     for (i, &(t, _)) in samples.iter().enumerate() {
@@ -36,10 +56,11 @@ pub fn encode(samples: &[(i64, f64)]) -> Vec<u8> {
         }
         prev_t = t;
     }
-    if integers {
+    if let Some(p) = places {
+        let scale = 10f64.powi(i32::from(p));
         let mut prev = 0i64;
         for &(_, v) in samples {
-            let x = v as i64;
+            let x = (v * scale).round() as i64;
             put_varint(&mut out, x.wrapping_sub(prev));
             prev = x;
         }
@@ -82,11 +103,16 @@ pub fn decode(data: &[u8]) -> Option<Vec<(i64, f64)>> {
         ts.push(t);
     }
     let mut out = Vec::with_capacity(n);
-    if flags & INTEGER_VALUES != 0 {
+    if flags & SCALED != 0 {
+        let places = (flags >> 1) & 7;
+        if places > MAX_PLACES {
+            return None;
+        }
+        let scale = 10f64.powi(i32::from(places));
         let mut v = 0i64;
         for t in ts {
             v = v.wrapping_add(get_varint(data, &mut pos)?);
-            out.push((t, v as f64));
+            out.push((t, v as f64 / scale));
         }
     } else {
         let mut bits = 0u64;
@@ -122,6 +148,20 @@ mod tests {
         let enc = encode(&samples);
         assert!(enc.len() < 480 * 3, "{}", enc.len());
         assert_eq!(decode(&enc).map(|d| bits(&d)), Some(bits(&samples)));
+    }
+
+    #[test]
+    fn decimals_are_stored_as_scaled_integers() {
+        let samples: Vec<(i64, f64)> = (0..480)
+            .map(|i| (i * 15_000, 40.0 + ((i * 37) % 201) as f64 / 100.0 - 1.0))
+            .collect();
+        let enc = encode(&samples);
+        assert_eq!(enc[0], SCALED | (2 << 1));
+        assert!(enc.len() < 480 * 3, "{}", enc.len());
+        assert_eq!(decode(&enc).map(|d| bits(&d)), Some(bits(&samples)));
+        let tiny = vec![(1, 1e-7), (2, 0.1 + 0.2)];
+        assert_eq!(encode(&tiny)[0], 0, "not a short decimal: stored as XOR");
+        assert_eq!(decode(&encode(&tiny)).map(|d| bits(&d)), Some(bits(&tiny)));
     }
 
     #[test]

@@ -11,7 +11,7 @@ const CORPUS: &str = concat!(
 
 /// Cases passing so far over the whole corpus; raise it as the engine
 /// improves, never lower it.
-const PASSING_AT_LEAST: usize = 1190;
+const PASSING_AT_LEAST: usize = 1744;
 
 #[test]
 fn promql_corpus() {
