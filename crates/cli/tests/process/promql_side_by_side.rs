@@ -56,6 +56,34 @@ const KNOWN_DIFFERENCES: &[(&str, &str)] = &[
          pops and pushes its heap, Prometheus 3 replaces its top and Lucia keeps the \
          first in input order, so a different tied series is kept; neither promises which",
     ),
+    (
+        "rate(sbs_requests_total[1h])",
+        "rate/increase over a range that starts well before a counter's first sample: \
+         Prometheus 2.42 limits the extrapolation to the counter's zero point before capping \
+         it at half a sample interval, so it extrapolates further; fixed in 2.51 \
+         (prometheus/prometheus#13725) and Lucia does as 3",
+    ),
+    (
+        "increase(sbs_requests_total[50m])",
+        "rate/increase over a range that starts well before a counter's first sample: \
+         Prometheus 2.42 limits the extrapolation to the counter's zero point before capping \
+         it at half a sample interval, so it extrapolates further; fixed in 2.51 \
+         (prometheus/prometheus#13725) and Lucia does as 3",
+    ),
+    (
+        "histogram_quantile(0.75, rate(sbs_latency_seconds_bucket[1h]))",
+        "rate/increase over a range that starts well before a counter's first sample: \
+         Prometheus 2.42 limits the extrapolation to the counter's zero point before capping \
+         it at half a sample interval, so it extrapolates further; fixed in 2.51 \
+         (prometheus/prometheus#13725) and Lucia does as 3",
+    ),
+    (
+        "histogram_quantile(0.75, sum without (instance) (increase(sbs_latency_seconds_bucket[30m])))",
+        "rate/increase over a range that starts well before a counter's first sample: \
+         Prometheus 2.42 limits the extrapolation to the counter's zero point before capping \
+         it at half a sample interval, so it extrapolates further; fixed in 2.51 \
+         (prometheus/prometheus#13725) and Lucia does as 3",
+    ),
 ];
 
 const STEP_S: i64 = 15;
@@ -519,6 +547,59 @@ fn queries(at: i64) -> Vec<String> {
     q.push(format!("max_over_time(({gauge} > 5)[30m:1m])"));
     q.push(format!("count_over_time({gauge}[1h:5m])"));
     q.push(format!("quantile_over_time(0.5, {gauge}[30m:1m])"));
+    // Assorted edge cases.
+    for e in [
+        "rate(sbs_requests_total[1h])",
+        "increase(sbs_requests_total[50m])",
+        "rate(sbs_requests_total[5m:15s])",
+        "increase(sbs_latency_seconds_bucket[5m])",
+        "delta(sbs_latency_seconds_sum[10m])",
+        "sum_over_time(sbs_temperature[1h])",
+        "irate(sbs_temperature[1m])",
+        "last_over_time(sbs_stopped[30m])",
+        "timestamp(last_over_time(sbs_temperature[10m]))",
+        "timestamp(rate(sbs_requests_total[5m]))",
+        "quantile(NaN, sbs_temperature)",
+        "topk(scalar(count(sbs_info)) - 4, sbs_ratio)",
+        "topk(0, sbs_ratio)",
+        "bottomk by (job) (1, sbs_temperature)",
+        "sum by (__name__) ({__name__=~\"sbs_(ratio|info)\"})",
+        "count by (__name__) ({__name__=~\"sbs_.*\"})",
+        "sum(sbs_requests_total) by (job)",
+        "count without (job, instance, location) (sbs_temperature)",
+        "max by (job) (sbs_temperature) > bool 10",
+        "-sum by (job) (sbs_temperature) offset 1h",
+        "absent(sum(sbs_nonexistent))",
+        "absent(sbs_nonexistent{job=~\"a|b\"})",
+        "label_replace(sbs_temperature, \"x\", \"$1\", \"instance\", \"(\")",
+        "label_replace(sbs_ratio, \"job\", \"same\", \"job\", \".*\")",
+        "sbs_info == bool 1",
+        "vector(1) + on() group_left sbs_info",
+        "sbs_ratio and on() vector(1)",
+        "sbs_temperature or sbs_ratio",
+        "sbs_temperature unless on(instance) sbs_stopped",
+        "sbs_requests_total * on(job, instance) group_left sbs_temperature",
+        "sbs_temperature > on(job, instance) group_left sbs_ratio",
+        "1 > 2",
+        "sbs_ratio > bool sbs_ratio offset 1m",
+        "scalar(sbs_ratio{instance=\"a:1\",job=\"api\"}) * sbs_ratio",
+        "hour(timestamp(sbs_temperature))",
+        "day_of_week(vector(time() - 86400 * 3))",
+        "sort_desc(count_values(\"v\", floor(sbs_ratio * 3)))",
+        "stddev_over_time(sbs_temperature[30m])",
+        "changes(sbs_temperature[1h])",
+        "resets(sbs_requests_total[1h])",
+        "deriv(sbs_requests_total[1h])",
+        "predict_linear(sbs_temperature[30m] offset 10m, -300)",
+        "histogram_quantile(0.75, rate(sbs_latency_seconds_bucket[1h]))",
+        "histogram_quantile(0.75, sum without (instance) (increase(sbs_latency_seconds_bucket[30m])))",
+        "avg(rate(sbs_latency_seconds_sum[5m]) / rate(sbs_latency_seconds_count[5m]))",
+        "max_over_time(histogram_quantile(0.9, rate(sbs_latency_seconds_bucket[5m]))[15m:1m])",
+        "absent_over_time(sbs_temperature{job=\"web\",instance=\"c:1\"}[5m])",
+        "present_over_time(sbs_temperature{job=\"web\",instance=\"c:1\"}[1m])",
+    ] {
+        q.push(e.into());
+    }
     // Literals and errors.
     q.push("42".into());
     q.push("\"a string\"".into());
