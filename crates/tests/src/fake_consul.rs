@@ -163,18 +163,24 @@ impl Shared {
 impl FakeConsul {
     /// Starts a fake without ACLs.
     pub async fn start() -> Self {
-        Self::start_inner(None).await
+        Self::start_inner("127.0.0.1:0", None).await
+    }
+
+    /// Starts a fake without ACLs listening on `addr` (the `fake_consul`
+    /// example, to try deploy/docker-compose.yml without the Consul image).
+    pub async fn start_on(addr: &str) -> Self {
+        Self::start_inner(addr, None).await
     }
 
     /// Starts a fake that answers 403 to requests without `token`.
     pub async fn start_with_token(token: &str) -> Self {
-        Self::start_inner(Some(token.to_string())).await
+        Self::start_inner("127.0.0.1:0", Some(token.to_string())).await
     }
 
-    async fn start_inner(token: Option<String>) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+    async fn start_inner(bind: &str, token: Option<String>) -> Self {
+        let listener = tokio::net::TcpListener::bind(bind)
             .await
-            .expect("fake consul: bind 127.0.0.1:0");
+            .expect("fake consul: bind");
         let addr = listener.local_addr().expect("fake consul: local address");
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner::default()),

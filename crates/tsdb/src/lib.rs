@@ -346,9 +346,14 @@ impl remote_read::ReadBackend for StorageBackend {
     }
 }
 
-/// Compaction and retention every minute, checkpoints on their interval.
+/// A checkpoint is also taken once the WAL grows past this, so a fast
+/// ingest does not fill the disk with segments between checkpoints.
+const WAL_CHECKPOINT_BYTES: u64 = 256 << 20;
+
+/// Compaction, retention and the WAL size are checked every 10 s;
+/// checkpoints come on their interval or when the WAL is large.
 async fn maintenance(storage: Arc<Storage>, checkpoint_every: Duration, shutdown: Shutdown) {
-    let mut tick = tokio::time::interval(Duration::from_secs(60).min(checkpoint_every));
+    let mut tick = tokio::time::interval(Duration::from_secs(10).min(checkpoint_every));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_checkpoint = tokio::time::Instant::now();
     loop {
@@ -356,7 +361,8 @@ async fn maintenance(storage: Arc<Storage>, checkpoint_every: Duration, shutdown
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let due = last_checkpoint.elapsed() >= checkpoint_every;
+        let due = last_checkpoint.elapsed() >= checkpoint_every
+            || storage.wal_size() > WAL_CHECKPOINT_BYTES;
         if let Err(e) = storage.maintain(due).await {
             tracing::error!(err = %e, "tsdb maintenance failed");
         } else if due {

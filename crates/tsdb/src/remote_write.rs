@@ -102,10 +102,17 @@ impl<A> Clone for WriteState<A> {
 pub async fn handle<A: SampleAppender>(
     State(state): State<WriteState<A>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Result<StatusCode, WriteError> {
     let tenant = lucia_common::tenant::tenant_from_headers(&headers, state.multi_tenant)
         .map_err(|e| WriteError::BadRequest(e.to_string()))?;
+    // Read at most one byte past the limit, so an oversized body is a 400
+    // with the reason rather than a bare 413.
+    let body: Bytes = axum::body::to_bytes(body, MAX_BODY + 1).await.map_err(|_| {
+        WriteError::BadRequest(format!(
+            "request body is larger than the limit of {MAX_BODY} bytes: send smaller batches (queue_config.max_samples_per_send)"
+        ))
+    })?;
     let batch = decode(&body)?;
     let report = state
         .appender
@@ -129,7 +136,7 @@ pub async fn handle<A: SampleAppender>(
 pub fn router<A: SampleAppender>(state: WriteState<A>) -> axum::Router {
     axum::Router::new()
         .route("/api/v1/write", axum::routing::post(handle::<A>))
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY + 1))
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state)
 }
 

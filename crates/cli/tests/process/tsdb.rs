@@ -239,3 +239,132 @@ async fn queries_fan_out_over_tsdb_members() {
         assert_eq!(r["data"]["result"][0]["value"][1], want.to_string(), "{r}");
     }
 }
+
+/// Bad remote-write input gets 400 with the reason, and loses nothing
+/// already accepted (nor the valid series of a partly refused request).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_remote_writes_get_400_with_a_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let lucia = Lucia::start(dir.path(), port, CONFIG).await;
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/api/v1/write", lucia.addr);
+    let base = 1_700_000_000_000i64;
+    let post = |body: Vec<u8>| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let r = client
+                .post(&url)
+                .header("Content-Encoding", "snappy")
+                .body(body)
+                .send()
+                .await
+                .expect("post");
+            let status = r.status().as_u16();
+            (status, r.text().await.unwrap_or_default())
+        }
+    };
+    assert_eq!(post(body(&[1], 0, 10, base)).await.0, 204);
+
+    let snappy = |req: &WriteRequest| {
+        snap::raw::Encoder::new()
+            .compress_vec(&req.encode_to_vec())
+            .expect("snappy")
+    };
+    let series = |labels: &[(&str, &str)], t: i64, v: f64| TimeSeries {
+        labels: labels
+            .iter()
+            .map(|(n, v)| Label {
+                name: n.to_string(),
+                value: v.to_string(),
+            })
+            .collect(),
+        samples: vec![Sample {
+            value: v,
+            timestamp: t,
+        }],
+        exemplars: vec![],
+    };
+    // A 20-byte snappy header claiming 100 MB of content.
+    let mut huge_claim = Vec::new();
+    let mut n: u64 = 100 << 20;
+    while n >= 0x80 {
+        huge_claim.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    huge_claim.push(n as u8);
+    huge_claim.extend_from_slice(&[0; 16]);
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (b"plain text, not snappy".to_vec(), "snappy"),
+        (
+            snap::raw::Encoder::new()
+                .compress_vec(&[0xff; 64])
+                .expect("snappy"),
+            "protobuf",
+        ),
+        (
+            snappy(&WriteRequest {
+                timeseries: vec![series(&[("__name__", "m"), ("bad-name", "x")], base, 1.0)],
+                metadata: vec![],
+            }),
+            "invalid label name",
+        ),
+        (
+            snappy(&WriteRequest {
+                timeseries: vec![series(&[("__name__", "1m")], base, 1.0)],
+                metadata: vec![],
+            }),
+            "invalid metric name",
+        ),
+        (huge_claim, "larger than the limit"),
+        (vec![0u8; (32 << 20) + 10], "larger than the limit"),
+    ];
+    for (bad, reason) in cases {
+        let (status, text) = post(bad).await;
+        assert_eq!(status, 400, "{text}");
+        assert!(text.contains(reason), "{reason:?} not in {text:?}");
+    }
+    // Refused samples (another value at a stored timestamp; an older
+    // timestamp), alongside a valid new series: 400 with the reasons, the
+    // new series kept.
+    for (t, reason) in [
+        (base + 2 * STEP_MS, "duplicate sample for timestamp"),
+        (base + 2 * STEP_MS + 1, "out of order sample"),
+    ] {
+        let (status, text) = post(snappy(&WriteRequest {
+            timeseries: vec![
+                series(
+                    &[("__name__", "crash_test_metric"), ("series", "1")],
+                    t,
+                    -5.0,
+                ),
+                series(&[("__name__", "other_metric")], base, 7.0),
+            ],
+            metadata: vec![],
+        }))
+        .await;
+        assert_eq!(status, 400, "{text}");
+        assert!(text.contains(reason), "{reason:?} not in {text:?}");
+    }
+
+    let t = (base + 9 * STEP_MS) as f64 / 1000.0;
+    let r = query(
+        &client,
+        &lucia.addr,
+        "count_over_time(crash_test_metric[10m])",
+        t,
+    )
+    .await;
+    assert_eq!(r["data"]["result"][0]["value"][1], "10", "{r}");
+    let r = query(
+        &client,
+        &lucia.addr,
+        "sum_over_time(crash_test_metric[10m])",
+        t,
+    )
+    .await;
+    let want: f64 = (0..10).map(|i| value(1, i)).sum();
+    assert_eq!(r["data"]["result"][0]["value"][1], want.to_string(), "{r}");
+    let r = query(&client, &lucia.addr, "other_metric", t).await;
+    assert_eq!(r["data"]["result"][0]["value"][1], "7", "{r}");
+}

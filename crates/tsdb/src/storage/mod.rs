@@ -970,6 +970,11 @@ impl Storage {
         dir_size(&self.opts.dir)
     }
 
+    /// Bytes of WAL segments and checkpoints.
+    pub fn wal_size(&self) -> u64 {
+        dir_size(&self.wal_dir)
+    }
+
     /// Appends `id`'s samples in `[start, end]` from persisted chunks
     /// (blocks, then head chunks) to `out`; with `keys_out`, also the column
     /// family and key of each chunk read.
