@@ -463,7 +463,7 @@ fn queries(at: i64) -> Vec<String> {
     }
     q.push(format!("count_values(\"value\", ceil({gauge}))"));
     q.push(format!("count_values by (job) (\"v\", {gauge})"));
-    q.push(format!("count_values(\"le\", sbs_latency_seconds_bucket)"));
+    q.push("count_values(\"le\", sbs_latency_seconds_bucket)".into());
     q.push(format!("sum by (job, method) (increase({counter}[10m]))"));
     // Classic histograms.
     for p in ["0.5", "0.9", "0.99", "0", "1"] {
@@ -619,6 +619,8 @@ enum Kind {
     Range,
 }
 
+type Labels = BTreeMap<String, String>;
+
 /// A response reduced to what is compared.
 #[derive(Debug)]
 enum Answer {
@@ -628,7 +630,7 @@ enum Answer {
     Series {
         kind: String,
         /// In the order returned.
-        series: Vec<(BTreeMap<String, String>, Vec<(f64, f64)>)>,
+        series: Vec<(Labels, Vec<(f64, f64)>)>,
     },
 }
 
