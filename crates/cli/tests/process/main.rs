@@ -7,6 +7,7 @@ mod crash;
 mod gateway;
 mod harness;
 mod prometheus;
+mod promql_side_by_side;
 mod rules;
 mod shutdown;
 mod tsdb;
