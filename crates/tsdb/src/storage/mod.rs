@@ -250,6 +250,59 @@ pub struct Storage {
 /// A series id and its samples.
 type IdSamples = (u64, Vec<(i64, f64)>);
 
+/// Reads persisted chunks of many series with one iterator per family.
+struct ChunkReader<'a> {
+    iters: [(&'static str, rocksdb::DBRawIterator<'a>); 2],
+    block_ms: i64,
+}
+
+impl ChunkReader<'_> {
+    fn read(
+        &mut self,
+        id: u64,
+        start: i64,
+        end: i64,
+        out: &mut Vec<(i64, f64)>,
+        mut keys_out: Option<&mut Vec<(&'static str, Vec<u8>)>>,
+    ) -> Result<(), StorageError> {
+        // Chunks never span blocks, so no chunk ending a block past `end`
+        // can start before it.
+        let stop = end.saturating_add(self.block_ms);
+        for (name, it) in &mut self.iters {
+            it.seek(keys::chunk_key(id, start, 0));
+            while it.valid() {
+                let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                    break;
+                };
+                if keys::id_from(k) != Some(id) {
+                    break;
+                }
+                let maxt = keys::unsortable(&k[8..]).unwrap_or(i64::MAX);
+                if maxt > stop {
+                    break;
+                }
+                let Some((encoding, mint, payload)) = keys::decode_chunk_value(v) else {
+                    return Err(StorageError::Corrupt { what: "chunk" });
+                };
+                if mint <= end && maxt >= start {
+                    match encoding {
+                        ChunkEncoding::Xor => out.extend(XorIter::new(payload)),
+                        ChunkEncoding::Columnar => out.extend(
+                            columnar::decode(payload)
+                                .ok_or(StorageError::Corrupt { what: "chunk" })?,
+                        ),
+                    }
+                    if let Some(keys_out) = keys_out.as_deref_mut() {
+                        keys_out.push((*name, k.to_vec()));
+                    }
+                }
+                it.next();
+            }
+        }
+        Ok(())
+    }
+}
+
 fn block_start(t: i64, block_ms: i64) -> i64 {
     t.div_euclid(block_ms) * block_ms
 }
@@ -984,44 +1037,26 @@ impl Storage {
         start: i64,
         end: i64,
         out: &mut Vec<(i64, f64)>,
-        mut keys_out: Option<&mut Vec<(&'static str, Vec<u8>)>>,
+        keys_out: Option<&mut Vec<(&'static str, Vec<u8>)>>,
     ) -> Result<(), StorageError> {
-        for name in [keys::CF_BLOCKS, keys::CF_CHUNKS] {
-            let mut it = self.db.raw_iterator_cf(self.cf(name)?);
-            it.seek(keys::chunk_key(id, start, 0));
-            // Chunks never span blocks, so no chunk ending a block past
-            // `end` can start before it.
-            let stop = end.saturating_add(self.block_ms);
-            while it.valid() {
-                let (Some(k), Some(v)) = (it.key(), it.value()) else {
-                    break;
-                };
-                if keys::id_from(k) != Some(id) {
-                    break;
-                }
-                let maxt = keys::unsortable(&k[8..]).unwrap_or(i64::MAX);
-                if maxt > stop {
-                    break;
-                }
-                let Some((encoding, mint, payload)) = keys::decode_chunk_value(v) else {
-                    return Err(StorageError::Corrupt { what: "chunk" });
-                };
-                if mint <= end && maxt >= start {
-                    match encoding {
-                        ChunkEncoding::Xor => out.extend(XorIter::new(payload)),
-                        ChunkEncoding::Columnar => out.extend(
-                            columnar::decode(payload)
-                                .ok_or(StorageError::Corrupt { what: "chunk" })?,
-                        ),
-                    }
-                    if let Some(keys_out) = keys_out.as_deref_mut() {
-                        keys_out.push((name, k.to_vec()));
-                    }
-                }
-                it.next();
-            }
-        }
-        Ok(())
+        self.chunk_reader()?.read(id, start, end, out, keys_out)
+    }
+
+    /// Iterators over both chunk families, to reuse across many series.
+    fn chunk_reader(&self) -> Result<ChunkReader<'_>, StorageError> {
+        Ok(ChunkReader {
+            iters: [
+                (
+                    keys::CF_BLOCKS,
+                    self.db.raw_iterator_cf(self.cf(keys::CF_BLOCKS)?),
+                ),
+                (
+                    keys::CF_CHUNKS,
+                    self.db.raw_iterator_cf(self.cf(keys::CF_CHUNKS)?),
+                ),
+            ],
+            block_ms: self.block_ms,
+        })
     }
 
     /// Series ids of `tenant` that match every matcher.
@@ -1106,20 +1141,22 @@ impl Storage {
         Ok(out)
     }
 
-    fn labels_of(&self, id: u64) -> Result<Option<Labels>, StorageError> {
+    /// Label sets of `ids` (in order; `None` for an id not in the index).
+    fn labels_of_many(&self, ids: &[u64]) -> Result<Vec<Option<Labels>>, StorageError> {
         let cf = self.cf(keys::CF_SERIES)?;
-        match self
-            .db
-            .get_cf(cf, id.to_be_bytes())
-            .map_err(db_err(&self.db_dir()))?
-        {
-            Some(v) => Ok(Some(
-                keys::decode_series(&v)
-                    .ok_or(StorageError::Corrupt { what: "series" })?
-                    .1,
-            )),
-            None => Ok(None),
-        }
+        let keys: Vec<[u8; 8]> = ids.iter().map(|id| id.to_be_bytes()).collect();
+        self.db
+            .batched_multi_get_cf(cf, &keys, false)
+            .into_iter()
+            .map(|r| match r.map_err(db_err(&self.db_dir()))? {
+                Some(v) => Ok(Some(
+                    keys::decode_series(&v)
+                        .ok_or(StorageError::Corrupt { what: "series" })?
+                        .1,
+                )),
+                None => Ok(None),
+            })
+            .collect()
     }
 
     /// Every sample of series `ids` in `[start, end]`, head and persisted,
@@ -1151,9 +1188,10 @@ impl Storage {
             }
         }
         let mut out = Vec::with_capacity(ids.len());
+        let mut reader = self.chunk_reader()?;
         for id in ids {
             let mut samples = Vec::new();
-            self.read_chunks(*id, start, end, &mut samples, None)?;
+            reader.read(*id, start, end, &mut samples, None)?;
             if let Some(h) = from_head.remove(id) {
                 samples.extend(h);
             }
@@ -1441,17 +1479,17 @@ impl SeriesSource for TenantReader {
             .storage
             .match_ids(&self.tenant, matchers)
             .map_err(source_err)?;
-        let mut out = Vec::new();
-        for (id, samples) in self
+        let read = self
             .storage
             .read_series(&ids, start_ms, end_ms)
-            .map_err(source_err)?
-        {
-            if let Some(labels) = self.storage.labels_of(id).map_err(source_err)? {
-                out.push(RawSeries { labels, samples });
-            }
-        }
-        Ok(out)
+            .map_err(source_err)?;
+        let read_ids: Vec<u64> = read.iter().map(|(id, _)| *id).collect();
+        let labels = self.storage.labels_of_many(&read_ids).map_err(source_err)?;
+        Ok(read
+            .into_iter()
+            .zip(labels)
+            .filter_map(|((_, samples), labels)| labels.map(|labels| RawSeries { labels, samples }))
+            .collect())
     }
 
     fn series(
