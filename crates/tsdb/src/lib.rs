@@ -244,9 +244,13 @@ pub async fn start(config: Config, ctx: RoleContext) -> Result<Role, Error> {
         let mut options = scrape::ScrapeOptions::new(ctx.metrics.clone(), scrape_stop.clone());
         if let Some(ring) = ring {
             // Each member scrapes the targets the ring gives it.
+            // Twice the heartbeat: every member has seen a ring change
+            // before the new owner of a target starts scraping it.
+            let handoff = (config.ring.heartbeat_period.0 * 2).max(Duration::from_secs(2));
             options.sharding = Some(scrape::Sharding::from_ring(
                 ring,
                 instance_id,
+                handoff,
                 scrape_stop.clone(),
             ));
         }
