@@ -987,7 +987,9 @@ impl Storage {
 
     fn has_chunk_after(&self, id: u64, cutoff: i64) -> Result<bool, StorageError> {
         for name in [keys::CF_BLOCKS, keys::CF_CHUNKS] {
-            let mut it = self.db.raw_iterator_cf(self.cf(name)?);
+            let mut ro = rocksdb::ReadOptions::default();
+            ro.set_prefix_same_as_start(true);
+            let mut it = self.db.raw_iterator_cf_opt(self.cf(name)?, ro);
             it.seek(keys::chunk_key(id, cutoff, 0));
             if it.valid() && it.key().and_then(keys::id_from) == Some(id) {
                 return Ok(true);
@@ -1002,7 +1004,10 @@ impl Storage {
         let mut oldest: Option<i64> = None;
         let cutoff = self.retention_cutoff.load(Ordering::Relaxed);
         for name in [keys::CF_BLOCKS, keys::CF_CHUNKS] {
-            let mut it = self.db.raw_iterator_cf(self.cf(name)?);
+            // Across series: the whole key order, not the prefix index.
+            let mut ro = rocksdb::ReadOptions::default();
+            ro.set_total_order_seek(true);
+            let mut it = self.db.raw_iterator_cf_opt(self.cf(name)?, ro);
             it.seek_to_first();
             let mut seen = 0;
             while it.valid() && seen < 10_000 {
@@ -1043,16 +1048,25 @@ impl Storage {
     }
 
     /// Iterators over both chunk families, to reuse across many series.
+    /// They seek within one series (the 8-byte id prefix), so the prefix
+    /// bloom filters skip the files that hold nothing of it.
     fn chunk_reader(&self) -> Result<ChunkReader<'_>, StorageError> {
+        let within_series = || {
+            let mut ro = rocksdb::ReadOptions::default();
+            ro.set_prefix_same_as_start(true);
+            ro
+        };
+        let blocks = self.cf(keys::CF_BLOCKS)?;
+        let chunks = self.cf(keys::CF_CHUNKS)?;
         Ok(ChunkReader {
             iters: [
                 (
                     keys::CF_BLOCKS,
-                    self.db.raw_iterator_cf(self.cf(keys::CF_BLOCKS)?),
+                    self.db.raw_iterator_cf_opt(blocks, within_series()),
                 ),
                 (
                     keys::CF_CHUNKS,
-                    self.db.raw_iterator_cf(self.cf(keys::CF_CHUNKS)?),
+                    self.db.raw_iterator_cf_opt(chunks, within_series()),
                 ),
             ],
             block_ms: self.block_ms,
@@ -1406,7 +1420,13 @@ fn open_db(dir: &Path, cutoff: Arc<AtomicI64>) -> Result<DB, StorageError> {
     let mut table = rocksdb::BlockBasedOptions::default();
     // Large blocks let zstd see many series' chunks at once.
     table.set_block_size(64 << 10);
+    // Reads seek within one series: a bloom filter on the 8-byte series id
+    // prefix lets a seek skip every file without that series.
+    table.set_bloom_filter(10.0, false);
+    table.set_whole_key_filtering(false);
     chunk_opts.set_block_based_table_factory(&table);
+    chunk_opts.set_prefix_extractor(rocksdb::SliceTransform::create_fixed_prefix(8));
+    chunk_opts.set_memtable_prefix_bloom_ratio(0.05);
     let retention_filter = |cutoff: Arc<AtomicI64>| {
         move |_level: u32, key: &[u8], _value: &[u8]| {
             let maxt = key
