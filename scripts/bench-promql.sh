@@ -17,7 +17,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/lucia-target}"
 cargo build --release --bin lucia >/dev/null
 BIN="$CARGO_TARGET_DIR/release/lucia"
 WORK=$(mktemp -d /tmp/bench-promql.XXXXXX)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
 START=$(( ($(date +%s) - 7200) * 1000 ))
 
 wait_ready() {
