@@ -72,18 +72,22 @@ impl<'a> BitReader<'a> {
         Some(bit)
     }
 
+    /// Reads `n` (≤ 64) bits, most significant first, a byte's worth at a
+    /// time.
     fn read_bits(&mut self, n: u8) -> Option<u64> {
-        let mut v = 0u64;
-        let mut n = n;
-        // Whole bytes when aligned: the common case for the first sample.
-        while n >= 8 && self.pos.is_multiple_of(8) {
-            v = (v << 8) | u64::from(*self.bytes.get(self.pos / 8)?);
-            self.pos += 8;
-            n -= 8;
+        let mut remaining = usize::from(n);
+        if self.pos + remaining > self.bytes.len() * 8 {
+            return None;
         }
-        while n > 0 {
-            v = (v << 1) | u64::from(self.read_bit()?);
-            n -= 1;
+        let mut v = 0u64;
+        while remaining > 0 {
+            let byte = *self.bytes.get(self.pos / 8)?;
+            let avail = 8 - self.pos % 8;
+            let take = avail.min(remaining);
+            let bits = (byte >> (avail - take)) & (((1u16 << take) - 1) as u8);
+            v = (v << take) | u64::from(bits);
+            remaining -= take;
+            self.pos += take;
         }
         Some(v)
     }
