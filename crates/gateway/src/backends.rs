@@ -159,7 +159,9 @@ impl Backends {
     }
 }
 
-/// `host:port` or `http://host:port[/]` → `http://host:port`.
+/// `host:port` or `http://host:port[/prefix][/]` → `http://host:port[/prefix]`.
+/// A path prefix is kept: requests go to `prefix + path` (for example the
+/// alert-router of `lucia all` under `/alertmanager`).
 fn normalize_url(url: &str) -> Result<String, String> {
     let url = url.trim().trim_end_matches('/');
     let with_scheme = if url.contains("://") {
@@ -175,9 +177,9 @@ fn normalize_url(url: &str) -> Result<String, String> {
             "invalid gateway backend {url:?}: only http:// backends are supported"
         ));
     }
-    if uri.authority().is_none() || uri.path().len() > 1 {
+    if uri.authority().is_none() || uri.query().is_some() {
         return Err(format!(
-            "invalid gateway backend {url:?}: expected http://host:port"
+            "invalid gateway backend {url:?}: expected http://host:port[/path-prefix]"
         ));
     }
     Ok(with_scheme)
@@ -237,7 +239,11 @@ mod tests {
         assert_eq!(normalize_url("a:1").as_deref(), Ok("http://a:1"));
         assert_eq!(normalize_url("http://a:1/").as_deref(), Ok("http://a:1"));
         assert!(normalize_url("https://a:1").is_err());
-        assert!(normalize_url("http://a:1/x").is_err());
+        assert_eq!(
+            normalize_url("http://a:1/alertmanager/").as_deref(),
+            Ok("http://a:1/alertmanager")
+        );
+        assert!(normalize_url("http://a:1/x?y=1").is_err());
     }
 
     #[test]

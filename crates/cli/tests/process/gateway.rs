@@ -30,7 +30,7 @@ fn basic(user: &str) -> String {
 async fn start_gateway(dir: &std::path::Path, backend: &str) -> Lucia {
     let port = free_port();
     let config = format!(
-        "gateway:\n  backends:\n    all: [\"http://{backend}\"]\n  auth:\n    users:\n      \
+        "gateway:\n  backends:\n    all: [\"http://{backend}\"]\n    alert_router: [\"http://{backend}/alertmanager\"]\n  auth:\n    users:\n      \
          - username: grafana\n        password_bcrypt: \"{hash}\"\n        tenants: [team-a, team-b]\n      \
          - username: bob\n        password_bcrypt: \"{hash}\"\n        tenants: [team-b]\n",
         hash = bcrypt_hash(PASSWORD),
@@ -413,6 +413,47 @@ async fn grafana_through_the_gateway_in_front_of_lucia_all() {
         .await
         .expect("anonymous");
     assert_eq!(response.status(), 401);
+
+    // Grafana's Alertmanager datasource (implementation "prometheus"):
+    // "Save & test" reads /api/v2/status (public/app/plugins/datasource/
+    // alertmanager/DataSource.ts, testDatasource); the alerting UI lists
+    // /api/v2/alerts/groups and /api/v2/silences and creates silences with
+    // POST /api/v2/silences. Here the gateway reaches lucia all's
+    // alert-router under /alertmanager; silences stay per tenant.
+    let (status, body) = team_a.get("/api/v2/status", &[]).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["config"]["original"].is_string(), "{body}");
+    assert!(body["versionInfo"]["version"].is_string(), "{body}");
+    let (status, body) = team_a.get("/api/v2/alerts/groups", &[]).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.is_array(), "{body}");
+    let silence = serde_json::json!({
+        "matchers": [{"name": "alertname", "value": "GatewayTest", "isRegex": false, "isEqual": true}],
+        "startsAt": "2026-01-01T00:00:00Z",
+        "endsAt": "2099-01-01T00:00:00Z",
+        "createdBy": "grafana",
+        "comment": "through the gateway",
+    });
+    let response = team_a
+        .request(reqwest::Method::POST, "/api/v2/silences")
+        .header("Content-Type", "application/json")
+        .body(silence.to_string())
+        .send()
+        .await
+        .expect("create silence");
+    let (status, body) = answer(response).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["silenceID"].is_string(), "{body}");
+    let (status, body) = team_a.get("/api/v2/silences", &[]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body.as_array().map(Vec::len), Some(1), "{body}");
+    let (status, body) = team_b.get("/api/v2/silences", &[]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body.as_array().map(Vec::len),
+        Some(0),
+        "team b sees no silence of team a: {body}"
+    );
 
     // The gateway counted every request by route, status and tenant.
     let metrics = http
