@@ -1396,6 +1396,9 @@ fn cf<'a>(db: &'a DB, name: &str) -> Result<&'a rocksdb::ColumnFamily, StorageEr
     })
 }
 
+/// Decompressed chunk and block data kept for reads (filled only by reads).
+const READ_CACHE_BYTES: usize = 48 << 20;
+
 fn open_db(dir: &Path, cutoff: Arc<AtomicI64>) -> Result<DB, StorageError> {
     let mut db_opts = Options::default();
     db_opts.create_if_missing(true);
@@ -1418,8 +1421,11 @@ fn open_db(dir: &Path, cutoff: Arc<AtomicI64>) -> Result<DB, StorageError> {
     chunk_opts.set_compression_type(rocksdb::DBCompressionType::Zstd);
     chunk_opts.set_bottommost_compression_type(rocksdb::DBCompressionType::Zstd);
     let mut table = rocksdb::BlockBasedOptions::default();
-    // Large blocks let zstd see many series' chunks at once.
+    // Large blocks let zstd see many series' chunks at once; every read of
+    // a series decompresses its whole block, so they stay moderate, and a
+    // shared cache keeps the decompressed blocks of recent queries.
     table.set_block_size(64 << 10);
+    table.set_block_cache(&rocksdb::Cache::new_lru_cache(READ_CACHE_BYTES));
     // Reads seek within one series: a bloom filter on the 8-byte series id
     // prefix lets a seek skip every file without that series.
     table.set_bloom_filter(10.0, false);
