@@ -9,8 +9,10 @@
 //!   min time, payload; ids first so that one seek reads a series' range;
 //!   `maxt` (sign-flipped, BE) sorts by time.
 //! - `blocks`: the immutable compacted chunks (one per series per block),
-//!   same layout, kept apart so their size is known and zstd sees only
-//!   them.
+//!   `locality | id | maxt | seq`, where the locality is a hash of the
+//!   tenant and metric name: the series of one metric sit together, so a
+//!   query reads few of these zstd-compressed blocks. Kept apart from
+//!   `chunks` so their size is known and zstd sees only them.
 //! - `meta`: counters and the per-block "dirty" marks that tell compaction
 //!   which series have uncompacted chunks in a block.
 
@@ -151,6 +153,28 @@ pub fn chunk_key(id: u64, maxt: i64, seq: u32) -> [u8; 20] {
     k[..8].copy_from_slice(&id.to_be_bytes());
     k[8..16].copy_from_slice(&sortable(maxt));
     k[16..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Where a series' compacted chunks sit: a hash of its tenant and metric
+/// name.
+pub fn locality(tenant: &str, labels: &Labels) -> u32 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(tenant.as_bytes());
+    h.update(&[0]);
+    if let Some(name) = labels.get(crate::promql::METRIC_NAME) {
+        h.update(name.as_bytes());
+    }
+    h.digest() as u32
+}
+
+/// Length of a `blocks` key's series prefix (locality and id).
+pub const BLOCK_PREFIX: usize = 12;
+
+pub fn block_key(locality: u32, id: u64, maxt: i64, seq: u32) -> [u8; 24] {
+    let mut k = [0u8; 24];
+    k[..4].copy_from_slice(&locality.to_be_bytes());
+    k[4..].copy_from_slice(&chunk_key(id, maxt, seq));
     k
 }
 

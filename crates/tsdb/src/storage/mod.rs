@@ -257,9 +257,12 @@ struct ChunkReader<'a> {
 }
 
 impl ChunkReader<'_> {
+    /// Appends series `id`'s samples in `[start, end]` (its compacted
+    /// chunks live under `locality`).
     fn read(
         &mut self,
         id: u64,
+        locality: u32,
         start: i64,
         end: i64,
         out: &mut Vec<(i64, f64)>,
@@ -269,15 +272,24 @@ impl ChunkReader<'_> {
         // can start before it.
         let stop = end.saturating_add(self.block_ms);
         for (name, it) in &mut self.iters {
-            it.seek(keys::chunk_key(id, start, 0));
+            // The series prefix of this family's keys.
+            let (prefix_len, seek): (usize, Vec<u8>) = if *name == keys::CF_BLOCKS {
+                (
+                    keys::BLOCK_PREFIX,
+                    keys::block_key(locality, id, start, 0).to_vec(),
+                )
+            } else {
+                (8, keys::chunk_key(id, start, 0).to_vec())
+            };
+            it.seek(&seek);
             while it.valid() {
                 let (Some(k), Some(v)) = (it.key(), it.value()) else {
                     break;
                 };
-                if keys::id_from(k) != Some(id) {
+                if k.get(..prefix_len) != seek.get(..prefix_len) {
                     break;
                 }
-                let maxt = keys::unsortable(&k[8..]).unwrap_or(i64::MAX);
+                let maxt = keys::unsortable(&k[prefix_len..]).unwrap_or(i64::MAX);
                 if maxt > stop {
                     break;
                 }
@@ -708,7 +720,8 @@ impl Storage {
             }
         }
         let mut found = Vec::new();
-        self.read_chunks(id, t, t, &mut found, None)?;
+        let locality = self.locality_of(id)?;
+        self.read_chunks(id, locality, t, t, &mut found, None)?;
         Ok(found.iter().rev().find(|x| x.0 == t).map(|x| x.1.to_bits()))
     }
 
@@ -875,7 +888,15 @@ impl Storage {
             let block_end = block + self.block_ms;
             let mut samples = Vec::new();
             let mut old_keys = Vec::new();
-            self.read_chunks(id, block, block_end - 1, &mut samples, Some(&mut old_keys))?;
+            let locality = self.locality_of(id)?;
+            self.read_chunks(
+                id,
+                locality,
+                block,
+                block_end - 1,
+                &mut samples,
+                Some(&mut old_keys),
+            )?;
             for (cf_name, k) in &old_keys {
                 batch.delete_cf(self.cf(cf_name)?, k);
             }
@@ -884,7 +905,7 @@ impl Storage {
             if let (Some(first), Some(last)) = (samples.first(), samples.last()) {
                 batch.put_cf(
                     blocks,
-                    keys::chunk_key(id, last.0, 0),
+                    keys::block_key(locality, id, last.0, 0),
                     keys::encode_chunk_value(
                         ChunkEncoding::Columnar,
                         first.0,
@@ -967,8 +988,12 @@ impl Storage {
                 continue;
             };
             let in_head = self.head.lock().series.contains_key(&id);
-            if !in_head && !self.has_chunk_after(id, cutoff)? {
-                if let Some((tenant, labels)) = keys::decode_series(v) {
+            let decoded = keys::decode_series(v);
+            let locality = decoded
+                .as_ref()
+                .map_or(0, |(tenant, labels)| keys::locality(tenant, labels));
+            if !in_head && !self.has_chunk_after(id, locality, cutoff)? {
+                if let Some((tenant, labels)) = decoded {
                     batch.delete_cf(postings, keys::postings_key(&tenant, "", "", id));
                     for (name, value) in &labels {
                         batch.delete_cf(postings, keys::postings_key(&tenant, name, value, id));
@@ -985,17 +1010,11 @@ impl Storage {
         self.write(batch)
     }
 
-    fn has_chunk_after(&self, id: u64, cutoff: i64) -> Result<bool, StorageError> {
-        for name in [keys::CF_BLOCKS, keys::CF_CHUNKS] {
-            let mut ro = rocksdb::ReadOptions::default();
-            ro.set_prefix_same_as_start(true);
-            let mut it = self.db.raw_iterator_cf_opt(self.cf(name)?, ro);
-            it.seek(keys::chunk_key(id, cutoff, 0));
-            if it.valid() && it.key().and_then(keys::id_from) == Some(id) {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+    fn has_chunk_after(&self, id: u64, locality: u32, cutoff: i64) -> Result<bool, StorageError> {
+        let mut found = Vec::new();
+        let mut reader = self.chunk_reader()?;
+        reader.read(id, locality, cutoff, i64::MAX, &mut found, None)?;
+        Ok(!found.is_empty())
     }
 
     /// The oldest chunk time held, approximately (the first chunk key per
@@ -1039,12 +1058,25 @@ impl Storage {
     fn read_chunks(
         &self,
         id: u64,
+        locality: u32,
         start: i64,
         end: i64,
         out: &mut Vec<(i64, f64)>,
         keys_out: Option<&mut Vec<(&'static str, Vec<u8>)>>,
     ) -> Result<(), StorageError> {
-        self.chunk_reader()?.read(id, start, end, out, keys_out)
+        self.chunk_reader()?
+            .read(id, locality, start, end, out, keys_out)
+    }
+
+    /// The locality of series `id`, from its labels in the index.
+    fn locality_of(&self, id: u64) -> Result<u32, StorageError> {
+        let cf = self.cf(keys::CF_SERIES)?;
+        Ok(self
+            .db
+            .get_cf(cf, id.to_be_bytes())
+            .map_err(db_err(&self.db_dir()))?
+            .and_then(|v| keys::decode_series(&v))
+            .map_or(0, |(tenant, labels)| keys::locality(&tenant, &labels)))
     }
 
     /// Iterators over both chunk families, to reuse across many series.
@@ -1177,7 +1209,7 @@ impl Storage {
     /// merged; series without samples are left out.
     fn read_series(
         &self,
-        ids: &[u64],
+        ids: &[(u64, u32)],
         start: i64,
         end: i64,
     ) -> Result<Vec<IdSamples>, StorageError> {
@@ -1187,7 +1219,7 @@ impl Storage {
         let mut from_head: HashMap<u64, Vec<(i64, f64)>> = HashMap::new();
         {
             let head = self.head.lock();
-            for id in ids {
+            for (id, _) in ids {
                 let Some(s) = head.series.get(id) else {
                     continue;
                 };
@@ -1203,9 +1235,9 @@ impl Storage {
         }
         let mut out = Vec::with_capacity(ids.len());
         let mut reader = self.chunk_reader()?;
-        for id in ids {
+        for (id, locality) in ids {
             let mut samples = Vec::new();
-            reader.read(*id, start, end, &mut samples, None)?;
+            reader.read(*id, *locality, start, end, &mut samples, None)?;
             if let Some(h) = from_head.remove(id) {
                 samples.extend(h);
             }
@@ -1433,10 +1465,11 @@ fn open_db(dir: &Path, cutoff: Arc<AtomicI64>) -> Result<DB, StorageError> {
     chunk_opts.set_block_based_table_factory(&table);
     chunk_opts.set_prefix_extractor(rocksdb::SliceTransform::create_fixed_prefix(8));
     chunk_opts.set_memtable_prefix_bloom_ratio(0.05);
-    let retention_filter = |cutoff: Arc<AtomicI64>| {
+    // `maxt` follows the series prefix: 8 bytes in `chunks`, 12 in `blocks`.
+    let retention_filter = |cutoff: Arc<AtomicI64>, prefix: usize| {
         move |_level: u32, key: &[u8], _value: &[u8]| {
             let maxt = key
-                .get(8..16)
+                .get(prefix..prefix + 8)
                 .and_then(keys::unsortable)
                 .unwrap_or(i64::MAX);
             if maxt < cutoff.load(Ordering::Relaxed) {
@@ -1450,8 +1483,14 @@ fn open_db(dir: &Path, cutoff: Arc<AtomicI64>) -> Result<DB, StorageError> {
     // Blocks are written once: spend more on compressing them.
     block_opts.set_compression_options(-14, 9, 0, 0);
     block_opts.set_bottommost_compression_options(-14, 9, 0, 0, true);
-    block_opts.set_compaction_filter("retention", retention_filter(cutoff.clone()));
-    chunk_opts.set_compaction_filter("retention", retention_filter(cutoff));
+    block_opts.set_prefix_extractor(rocksdb::SliceTransform::create_fixed_prefix(
+        keys::BLOCK_PREFIX,
+    ));
+    block_opts.set_compaction_filter(
+        "retention",
+        retention_filter(cutoff.clone(), keys::BLOCK_PREFIX),
+    );
+    chunk_opts.set_compaction_filter("retention", retention_filter(cutoff, 8));
     let cfs = vec![
         ColumnFamilyDescriptor::new(keys::CF_SERIES, small()),
         ColumnFamilyDescriptor::new(keys::CF_POSTINGS, small()),
@@ -1505,16 +1544,30 @@ impl SeriesSource for TenantReader {
             .storage
             .match_ids(&self.tenant, matchers)
             .map_err(source_err)?;
+        // Label sets first: they give each series' locality.
+        let labels = self.storage.labels_of_many(&ids).map_err(source_err)?;
+        let mut known: HashMap<u64, Labels> = HashMap::with_capacity(ids.len());
+        let mut wanted = Vec::with_capacity(ids.len());
+        for (id, labels) in ids.iter().zip(labels) {
+            if let Some(labels) = labels {
+                wanted.push((*id, keys::locality(&self.tenant, &labels)));
+                known.insert(*id, labels);
+            }
+        }
+        // Series of one metric sit together in the blocks: read in that
+        // order.
+        wanted.sort_unstable_by_key(|&(id, locality)| (locality, id));
         let read = self
             .storage
-            .read_series(&ids, start_ms, end_ms)
+            .read_series(&wanted, start_ms, end_ms)
             .map_err(source_err)?;
-        let read_ids: Vec<u64> = read.iter().map(|(id, _)| *id).collect();
-        let labels = self.storage.labels_of_many(&read_ids).map_err(source_err)?;
         Ok(read
             .into_iter()
-            .zip(labels)
-            .filter_map(|((_, samples), labels)| labels.map(|labels| RawSeries { labels, samples }))
+            .filter_map(|(id, samples)| {
+                known
+                    .remove(&id)
+                    .map(|labels| RawSeries { labels, samples })
+            })
             .collect())
     }
 
