@@ -1450,8 +1450,11 @@ fn open_db(dir: &Path, cutoff: Arc<AtomicI64>) -> Result<DB, StorageError> {
     let mut chunk_opts = Options::default();
     chunk_opts.set_write_buffer_size(16 << 20);
     chunk_opts.set_max_write_buffer_number(2);
-    chunk_opts.set_compression_type(rocksdb::DBCompressionType::Zstd);
-    chunk_opts.set_bottommost_compression_type(rocksdb::DBCompressionType::Zstd);
+    // Head chunks are XOR-compressed already and live only until their
+    // block is compacted; they are also what recent queries read, so they
+    // are stored without zstd (no decompression on the read path).
+    chunk_opts.set_compression_type(rocksdb::DBCompressionType::None);
+    chunk_opts.set_bottommost_compression_type(rocksdb::DBCompressionType::None);
     let mut table = rocksdb::BlockBasedOptions::default();
     // Large blocks let zstd see many series' chunks at once; every read of
     // a series decompresses its whole block, so they stay moderate, and a
@@ -1480,6 +1483,8 @@ fn open_db(dir: &Path, cutoff: Arc<AtomicI64>) -> Result<DB, StorageError> {
         }
     };
     let mut block_opts = chunk_opts.clone();
+    block_opts.set_compression_type(rocksdb::DBCompressionType::Zstd);
+    block_opts.set_bottommost_compression_type(rocksdb::DBCompressionType::Zstd);
     // Blocks are written once: spend more on compressing them.
     block_opts.set_compression_options(-14, 9, 0, 0);
     block_opts.set_bottommost_compression_options(-14, 9, 0, 0, true);
