@@ -256,7 +256,30 @@ struct ChunkReader<'a> {
     block_ms: i64,
 }
 
+/// The length of the series prefix of a key in family `name`, and the key
+/// of series `id` at time `t` to seek to.
+fn series_seek(name: &str, id: u64, locality: u32, t: i64) -> (usize, Vec<u8>) {
+    if name == keys::CF_BLOCKS {
+        (
+            keys::BLOCK_PREFIX,
+            keys::block_key(locality, id, t, 0).to_vec(),
+        )
+    } else {
+        (8, keys::chunk_key(id, t, 0).to_vec())
+    }
+}
+
 impl ChunkReader<'_> {
+    /// True when series `id` has a chunk ending at or after `from` (keys
+    /// only: nothing is decoded).
+    fn holds_any(&mut self, id: u64, locality: u32, from: i64) -> bool {
+        self.iters.iter_mut().any(|(name, it)| {
+            let (prefix_len, seek) = series_seek(name, id, locality, from);
+            it.seek(&seek);
+            it.valid() && it.key().and_then(|k| k.get(..prefix_len)) == seek.get(..prefix_len)
+        })
+    }
+
     /// Appends series `id`'s samples in `[start, end]` (its compacted
     /// chunks live under `locality`).
     fn read(
@@ -272,15 +295,7 @@ impl ChunkReader<'_> {
         // can start before it.
         let stop = end.saturating_add(self.block_ms);
         for (name, it) in &mut self.iters {
-            // The series prefix of this family's keys.
-            let (prefix_len, seek): (usize, Vec<u8>) = if *name == keys::CF_BLOCKS {
-                (
-                    keys::BLOCK_PREFIX,
-                    keys::block_key(locality, id, start, 0).to_vec(),
-                )
-            } else {
-                (8, keys::chunk_key(id, start, 0).to_vec())
-            };
+            let (prefix_len, seek) = series_seek(name, id, locality, start);
             it.seek(&seek);
             while it.valid() {
                 let (Some(k), Some(v)) = (it.key(), it.value()) else {
@@ -501,12 +516,7 @@ impl Storage {
 
     /// The label hash of series `id`, from the index.
     fn hash_of(&self, id: u64) -> Result<Option<u128>, StorageError> {
-        let cf = self.cf(keys::CF_SERIES)?;
-        let Some(v) = self
-            .db
-            .get_cf(cf, id.to_be_bytes())
-            .map_err(db_err(&self.db_dir()))?
-        else {
+        let Some(v) = self.series_value(id)? else {
             return Ok(None);
         };
         let (tenant, labels) =
@@ -976,6 +986,7 @@ impl Storage {
         let postings = self.cf(keys::CF_POSTINGS)?;
         let lookup = self.cf(keys::CF_LOOKUP)?;
         let cutoff = self.retention_cutoff.load(Ordering::Relaxed);
+        let mut chunks = self.chunk_reader()?;
         let mut it = self.db.raw_iterator_cf(series_cf);
         it.seek_to_first();
         let mut batch = WriteBatch::default();
@@ -992,7 +1003,7 @@ impl Storage {
             let locality = decoded
                 .as_ref()
                 .map_or(0, |(tenant, labels)| keys::locality(tenant, labels));
-            if !in_head && !self.has_chunk_after(id, locality, cutoff)? {
+            if !in_head && !chunks.holds_any(id, locality, cutoff) {
                 if let Some((tenant, labels)) = decoded {
                     batch.delete_cf(postings, keys::postings_key(&tenant, "", "", id));
                     for (name, value) in &labels {
@@ -1008,13 +1019,6 @@ impl Storage {
             it.next();
         }
         self.write(batch)
-    }
-
-    fn has_chunk_after(&self, id: u64, locality: u32, cutoff: i64) -> Result<bool, StorageError> {
-        let mut found = Vec::new();
-        let mut reader = self.chunk_reader()?;
-        reader.read(id, locality, cutoff, i64::MAX, &mut found, None)?;
-        Ok(!found.is_empty())
     }
 
     /// The oldest chunk time held, approximately (the first chunk key per
@@ -1070,13 +1074,18 @@ impl Storage {
 
     /// The locality of series `id`, from its labels in the index.
     fn locality_of(&self, id: u64) -> Result<u32, StorageError> {
-        let cf = self.cf(keys::CF_SERIES)?;
         Ok(self
-            .db
-            .get_cf(cf, id.to_be_bytes())
-            .map_err(db_err(&self.db_dir()))?
+            .series_value(id)?
             .and_then(|v| keys::decode_series(&v))
             .map_or(0, |(tenant, labels)| keys::locality(&tenant, &labels)))
+    }
+
+    /// The `series` entry of `id` (tenant and labels, encoded).
+    fn series_value(&self, id: u64) -> Result<Option<Vec<u8>>, StorageError> {
+        let cf = self.cf(keys::CF_SERIES)?;
+        self.db
+            .get_cf(cf, id.to_be_bytes())
+            .map_err(db_err(&self.db_dir()))
     }
 
     /// Iterators over both chunk families, to reuse across many series.
