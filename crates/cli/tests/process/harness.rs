@@ -184,3 +184,26 @@ pub async fn count_via_querier(addr: &str, selector: &str) -> u64 {
             .expect("sample value") as u64,
     }
 }
+
+/// An instant PromQL query through the Prometheus API at `time` (Unix
+/// seconds; the server's now when `None`): the decoded JSON answer.
+pub async fn prom_query(
+    client: &reqwest::Client,
+    addr: &str,
+    query: &str,
+    time: Option<f64>,
+) -> serde_json::Value {
+    let mut params = form_urlencoded::Serializer::new(String::new());
+    params.append_pair("query", query);
+    if let Some(t) = time {
+        params.append_pair("time", &t.to_string());
+    }
+    client
+        .get(format!("http://{addr}/api/v1/query?{}", params.finish()))
+        .send()
+        .await
+        .expect("query")
+        .json()
+        .await
+        .expect("json")
+}

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{Lucia, free_port};
+use crate::harness::{Lucia, free_port, prom_query};
 
 struct Child(std::process::Child);
 
@@ -45,20 +45,7 @@ type Samples = BTreeMap<String, Vec<(String, String)>>;
 
 /// `query` at `time` as label set → [(t, v)] from a matrix result.
 async fn matrix(client: &reqwest::Client, addr: &str, query: &str, time: f64) -> Samples {
-    let body: serde_json::Value = client
-        .get(format!(
-            "http://{addr}/api/v1/query?{}",
-            form_urlencoded::Serializer::new(String::new())
-                .append_pair("query", query)
-                .append_pair("time", &time.to_string())
-                .finish()
-        ))
-        .send()
-        .await
-        .expect("query")
-        .json()
-        .await
-        .expect("json");
+    let body = prom_query(client, addr, query, Some(time)).await;
     assert_eq!(body["status"], "success", "{body}");
     let mut out = Samples::new();
     for s in body["data"]["result"].as_array().expect("matrix") {
@@ -211,20 +198,7 @@ async fn lucia_scrapes_itself_and_reads_prometheus_config_files() {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| d.as_secs_f64())
                     .unwrap_or(0.0);
-                let body: serde_json::Value = client
-                    .get(format!(
-                        "http://{addr}/api/v1/query?{}",
-                        form_urlencoded::Serializer::new(String::new())
-                            .append_pair("query", query)
-                            .append_pair("time", &now.to_string())
-                            .finish()
-                    ))
-                    .send()
-                    .await
-                    .expect("query")
-                    .json()
-                    .await
-                    .expect("json");
+                let body = prom_query(&client, &addr, query, Some(now)).await;
                 if body["data"]["result"][0]["value"][1] == "1" {
                     return;
                 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use crate::harness::{Lucia, free_port};
+use crate::harness::{Lucia, free_port, prom_query};
 
 fn testdata(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -104,18 +104,7 @@ fn rules_check_like_promtool() {
 }
 
 async fn query(addr: &str, q: &str) -> serde_json::Value {
-    let url = format!(
-        "http://{addr}/api/v1/query?{}",
-        form_urlencoded::Serializer::new(String::new())
-            .append_pair("query", q)
-            .finish()
-    );
-    reqwest::get(url)
-        .await
-        .expect("query")
-        .json()
-        .await
-        .expect("json")
+    prom_query(&reqwest::Client::new(), addr, q, None).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

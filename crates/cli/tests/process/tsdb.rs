@@ -11,7 +11,7 @@ use lucia_proto::prometheus::{Label, Sample, TimeSeries, WriteRequest};
 use lucia_tsdb::promql::SeriesSource as _;
 use prost::Message as _;
 
-use crate::harness::{Lucia, free_port};
+use crate::harness::{Lucia, free_port, prom_query};
 
 const SERIES: usize = 1000;
 const WRITERS: usize = 4;
@@ -159,23 +159,6 @@ async fn acknowledged_remote_writes_survive_sigkill() {
     }
 }
 
-async fn query(client: &reqwest::Client, addr: &str, q: &str, time: f64) -> serde_json::Value {
-    client
-        .get(format!(
-            "http://{addr}/api/v1/query?{}",
-            form_urlencoded::Serializer::new(String::new())
-                .append_pair("query", q)
-                .append_pair("time", &time.to_string())
-                .finish()
-        ))
-        .send()
-        .await
-        .expect("query")
-        .json()
-        .await
-        .expect("json")
-}
-
 fn start_tsdb(dir: &std::path::Path, name: &str, port: u16, peer_port: u16) -> std::process::Child {
     let config = dir.join(format!("{name}.yaml"));
     std::fs::write(
@@ -224,17 +207,17 @@ async fn queries_fan_out_over_tsdb_members() {
     push(b.addr.clone(), vec![3], 5, 10).await;
     let t = (base + 9 * STEP_MS) as f64 / 1000.0;
     for member in [&a, &b] {
-        let r = query(&client, &member.addr, "count(crash_test_metric)", t).await;
+        let r = prom_query(&client, &member.addr, "count(crash_test_metric)", Some(t)).await;
         assert_eq!(r["data"]["result"][0]["value"][1], "3", "{r}");
-        let r = query(
+        let r = prom_query(
             &client,
             &member.addr,
             "count_over_time(crash_test_metric{series=\"3\"}[10m])",
-            t,
+            Some(t),
         )
         .await;
         assert_eq!(r["data"]["result"][0]["value"][1], "10", "{r}");
-        let r = query(&client, &member.addr, "sum(crash_test_metric)", t).await;
+        let r = prom_query(&client, &member.addr, "sum(crash_test_metric)", Some(t)).await;
         let want: f64 = [1, 2, 3].iter().map(|&s| value(s, 9)).sum();
         assert_eq!(r["data"]["result"][0]["value"][1], want.to_string(), "{r}");
     }
@@ -348,23 +331,23 @@ async fn bad_remote_writes_get_400_with_a_reason() {
     }
 
     let t = (base + 9 * STEP_MS) as f64 / 1000.0;
-    let r = query(
+    let r = prom_query(
         &client,
         &lucia.addr,
         "count_over_time(crash_test_metric[10m])",
-        t,
+        Some(t),
     )
     .await;
     assert_eq!(r["data"]["result"][0]["value"][1], "10", "{r}");
-    let r = query(
+    let r = prom_query(
         &client,
         &lucia.addr,
         "sum_over_time(crash_test_metric[10m])",
-        t,
+        Some(t),
     )
     .await;
     let want: f64 = (0..10).map(|i| value(1, i)).sum();
     assert_eq!(r["data"]["result"][0]["value"][1], want.to_string(), "{r}");
-    let r = query(&client, &lucia.addr, "other_metric", t).await;
+    let r = prom_query(&client, &lucia.addr, "other_metric", Some(t)).await;
     assert_eq!(r["data"]["result"][0]["value"][1], "7", "{r}");
 }
