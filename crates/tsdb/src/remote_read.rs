@@ -96,9 +96,9 @@ pub async fn handle(State(state): State<ReadState>, headers: HeaderMap, body: By
     let local_only = headers
         .get(LOCAL_ONLY)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
-    let raw = match snap::raw::Decoder::new().decompress_vec(&body) {
+    let raw = match crate::remote_write::decompress(&body) {
         Ok(raw) => raw,
-        Err(e) => return bad_request(format!("body is not snappy block-compressed: {e}")),
+        Err(e) => return bad_request(e),
     };
     let req = match ReadRequest::decode(raw.as_slice()) {
         Ok(r) => r,

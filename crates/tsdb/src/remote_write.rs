@@ -39,6 +39,23 @@ impl IntoResponse for WriteError {
     }
 }
 
+/// Decompresses a snappy block-format body whose header claims at most
+/// [`MAX_DECOMPRESSED`] bytes (checked before anything is allocated); the
+/// error says what was wrong with the body.
+pub fn decompress(body: &[u8]) -> Result<Vec<u8>, String> {
+    let len = snap::raw::decompress_len(body).map_err(|e| {
+        format!("body is not snappy block-compressed (Content-Encoding: snappy): {e}")
+    })?;
+    if len > MAX_DECOMPRESSED {
+        return Err(format!(
+            "decompressed request of {len} bytes is larger than the limit of {MAX_DECOMPRESSED}: send smaller batches"
+        ));
+    }
+    snap::raw::Decoder::new()
+        .decompress_vec(body)
+        .map_err(|e| format!("snappy decompression failed: {e}"))
+}
+
 /// Decodes a remote-write body into per-series samples.
 pub fn decode(body: &[u8]) -> Result<Vec<SeriesSamples>, WriteError> {
     if body.len() > MAX_BODY {
@@ -47,19 +64,7 @@ pub fn decode(body: &[u8]) -> Result<Vec<SeriesSamples>, WriteError> {
             body.len()
         )));
     }
-    let len = snap::raw::decompress_len(body).map_err(|e| {
-        WriteError::BadRequest(format!(
-            "body is not snappy block-compressed (Content-Encoding: snappy): {e}"
-        ))
-    })?;
-    if len > MAX_DECOMPRESSED {
-        return Err(WriteError::BadRequest(format!(
-            "decompressed request of {len} bytes is larger than the limit of {MAX_DECOMPRESSED}: send smaller batches"
-        )));
-    }
-    let raw = snap::raw::Decoder::new()
-        .decompress_vec(body)
-        .map_err(|e| WriteError::BadRequest(format!("snappy decompression failed: {e}")))?;
+    let raw = decompress(body).map_err(WriteError::BadRequest)?;
     let req = WriteRequest::decode(raw.as_slice())
         .map_err(|e| WriteError::BadRequest(format!("body is not a protobuf WriteRequest: {e}")))?;
     let mut out = Vec::with_capacity(req.timeseries.len());
@@ -182,6 +187,21 @@ mod tests {
             value: "x".into(),
         });
         assert!(decode(&body(&dup)).is_err());
+    }
+
+    #[test]
+    fn decompression_refuses_an_oversized_claim_before_allocating() {
+        // A snappy header claiming 100 MiB, and nothing behind it.
+        let mut claim = Vec::new();
+        let mut n: u64 = 100 << 20;
+        while n >= 0x80 {
+            claim.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        claim.push(n as u8);
+        let err = decompress(&claim).unwrap_err();
+        assert!(err.contains("larger than the limit"), "{err}");
+        assert!(decompress(b"\xff\xff").is_err());
     }
 
     proptest! {
