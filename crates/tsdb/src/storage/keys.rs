@@ -16,6 +16,7 @@
 //! - `meta`: counters and the per-block "dirty" marks that tell compaction
 //!   which series have uncompacted chunks in a block.
 
+use super::varint::{get_uvarint, put_uvarint};
 use crate::promql::Labels;
 
 pub const CF_SERIES: &str = "series";
@@ -45,27 +46,12 @@ pub fn id_from(b: &[u8]) -> Option<u64> {
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
-    let mut n = s.len() as u64;
-    while n >= 0x80 {
-        out.push((n as u8) | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
+    put_uvarint(out, s.len() as u64);
     out.extend_from_slice(s.as_bytes());
 }
 
 fn get_str<'a>(data: &'a [u8], pos: &mut usize) -> Option<&'a str> {
-    let mut n = 0usize;
-    let mut shift = 0;
-    loop {
-        let b = *data.get(*pos)?;
-        *pos += 1;
-        n |= usize::from(b & 0x7f).checked_shl(shift)?;
-        if b < 0x80 {
-            break;
-        }
-        shift += 7;
-    }
+    let n = usize::try_from(get_uvarint(data, pos)?).ok()?;
     let s = std::str::from_utf8(data.get(*pos..pos.checked_add(n)?)?).ok()?;
     *pos += n;
     Some(s)
