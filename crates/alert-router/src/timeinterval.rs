@@ -6,6 +6,7 @@ use chrono::{Datelike, FixedOffset, Offset, TimeZone, Timelike};
 use serde::Deserialize;
 
 use crate::model::Time;
+pub use lucia_common::timezone::Zone;
 
 /// One `time_intervals` entry as written in the file.
 #[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
@@ -276,118 +277,6 @@ fn days_in_month(year: i32, month: u32) -> u32 {
         .and_then(|d| d.pred_opt())
         .map(|d| d.day())
         .unwrap_or(31)
-}
-
-/// A time zone: UTC offsets from a TZif file's transitions.
-#[derive(Debug, Clone)]
-pub struct Zone {
-    transitions: Vec<(i64, i32)>,
-    initial: i32,
-}
-
-impl Zone {
-    /// Loads `name` (`UTC`, `Local`, or an IANA name such as
-    /// `Europe/Berlin`) from `$ZONEINFO` or `/usr/share/zoneinfo`.
-    pub fn load(name: &str) -> Result<Self, String> {
-        if name.is_empty() || name == "UTC" || name == "Etc/UTC" {
-            return Ok(Self {
-                transitions: Vec::new(),
-                initial: 0,
-            });
-        }
-        let path = if name == "Local" {
-            std::path::PathBuf::from("/etc/localtime")
-        } else {
-            if name.contains("..") || name.starts_with('/') {
-                return Err(format!("unknown time zone {name}"));
-            }
-            let dir =
-                std::env::var("ZONEINFO").unwrap_or_else(|_| "/usr/share/zoneinfo".to_string());
-            std::path::Path::new(&dir).join(name)
-        };
-        let bytes = std::fs::read(&path).map_err(|_| {
-            format!(
-                "unknown time zone {name}: no zoneinfo file {} (install tzdata)",
-                path.display()
-            )
-        })?;
-        Self::parse_tzif(&bytes).ok_or_else(|| format!("invalid zoneinfo file for {name}"))
-    }
-
-    fn parse_tzif(b: &[u8]) -> Option<Self> {
-        fn be32(b: &[u8], at: usize) -> Option<u32> {
-            Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
-        }
-        fn be64(b: &[u8], at: usize) -> Option<i64> {
-            Some(i64::from_be_bytes(b.get(at..at + 8)?.try_into().ok()?))
-        }
-        if b.get(0..4)? != b"TZif" {
-            return None;
-        }
-        let version = *b.get(4)?;
-        let counts = |at: usize| -> Option<[usize; 6]> {
-            let mut c = [0usize; 6];
-            for (i, slot) in c.iter_mut().enumerate() {
-                *slot = be32(b, at + 20 + 4 * i)? as usize;
-            }
-            Some(c)
-        };
-        // [isutcnt, isstdcnt, leapcnt, timecnt, typecnt, charcnt]
-        let c1 = counts(0)?;
-        let (mut at, c, time_size) = if version >= b'2' {
-            let v1_len = c1[3] * 5 + c1[4] * 6 + c1[5] + c1[2] * 8 + c1[1] + c1[0];
-            let at = 44 + v1_len;
-            (at + 44, counts(at)?, 8)
-        } else {
-            (44, c1, 4)
-        };
-        let (timecnt, typecnt) = (c[3], c[4]);
-        let mut times = Vec::with_capacity(timecnt);
-        for i in 0..timecnt {
-            let t = if time_size == 8 {
-                be64(b, at + 8 * i)?
-            } else {
-                i64::from(be32(b, at + 4 * i)? as i32)
-            };
-            times.push(t);
-        }
-        at += timecnt * time_size;
-        let idx: Vec<usize> = b
-            .get(at..at + timecnt)?
-            .iter()
-            .map(|i| *i as usize)
-            .collect();
-        at += timecnt;
-        let mut types = Vec::with_capacity(typecnt);
-        for i in 0..typecnt {
-            let off = be32(b, at + 6 * i)? as i32;
-            let isdst = *b.get(at + 6 * i + 4)?;
-            types.push((off, isdst));
-        }
-        let initial = types
-            .iter()
-            .find(|(_, dst)| *dst == 0)
-            .or(types.first())
-            .map(|(o, _)| *o)
-            .unwrap_or(0);
-        let transitions = times
-            .into_iter()
-            .zip(idx)
-            .filter_map(|(t, i)| types.get(i).map(|(o, _)| (t, *o)))
-            .collect();
-        Some(Self {
-            transitions,
-            initial,
-        })
-    }
-
-    /// The UTC offset in seconds at Unix time `t`.
-    pub fn offset_at(&self, t: i64) -> i32 {
-        match self.transitions.partition_point(|(at, _)| *at <= t) {
-            0 => self.initial,
-            n => self.transitions[n - 1].1,
-        }
-    }
 }
 
 #[cfg(test)]

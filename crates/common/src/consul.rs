@@ -189,6 +189,12 @@ pub struct Node {
     pub node: String,
     #[serde(rename = "Address", default)]
     pub address: String,
+    #[serde(rename = "Datacenter", default)]
+    pub datacenter: String,
+    #[serde(rename = "TaggedAddresses", default, deserialize_with = "null_default")]
+    pub tagged_addresses: BTreeMap<String, String>,
+    #[serde(rename = "Meta", default, deserialize_with = "null_default")]
+    pub meta: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -205,6 +211,22 @@ pub struct AgentService {
     pub port: u16,
     #[serde(rename = "Meta", default, deserialize_with = "null_default")]
     pub meta: BTreeMap<String, String>,
+    /// Consul Enterprise's namespace and admin partition (empty otherwise).
+    #[serde(rename = "Namespace", default)]
+    pub namespace: String,
+    #[serde(rename = "Partition", default)]
+    pub partition: String,
+    #[serde(rename = "TaggedAddresses", default, deserialize_with = "null_default")]
+    pub tagged_addresses: BTreeMap<String, ServiceAddress>,
+}
+
+/// One of a service's tagged addresses (`lan_ipv4`, `wan`, …).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct ServiceAddress {
+    #[serde(rename = "Address", default)]
+    pub address: String,
+    #[serde(rename = "Port", default)]
+    pub port: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

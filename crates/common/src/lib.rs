@@ -3,8 +3,10 @@
 pub mod chunk;
 pub mod config;
 pub mod consul;
+pub mod discovery;
 pub mod duration;
 pub mod gotemplate;
+pub mod http_config;
 pub mod labels;
 pub mod matchers;
 pub mod metrics;
@@ -15,6 +17,7 @@ pub mod store;
 pub mod telemetry;
 pub mod tenant;
 pub mod time;
+pub mod timezone;
 pub mod wal;
 
 pub use tokio_util::sync::CancellationToken as Shutdown;

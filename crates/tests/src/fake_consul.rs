@@ -1,5 +1,6 @@
 //! An in-process fake of the Consul endpoints Lucia uses: agent service
-//! register/deregister with HTTP checks, `agent/self`, `catalog/services`,
+//! register/deregister with HTTP checks, `agent/self`, `agent/services`,
+//! `agent/health/service/name/<name>`, `catalog/services`,
 //! `health/service` (with `tag` filters) and the KV store, with blocking
 //! queries, CAS and `X-Consul-Index` as Consul has them. One node,
 //! `fake-consul` at 127.0.0.1, in datacenter `dc1`.
@@ -193,6 +194,11 @@ impl FakeConsul {
             .route("/v1/agent/service/register", put(register))
             .route("/v1/agent/service/deregister/{id}", put(deregister))
             .route("/v1/agent/self", get(agent_self))
+            .route("/v1/agent/services", get(agent_services))
+            .route(
+                "/v1/agent/health/service/name/{name}",
+                get(agent_health_service),
+            )
             .route("/v1/catalog/services", get(catalog_services))
             .route("/v1/health/service/{name}", get(health_service))
             .route("/v1/kv/{*key}", get(kv_get).put(kv_put).delete(kv_delete))
@@ -644,6 +650,79 @@ async fn agent_self(
         "Meta": {"consul-network-segment": ""},
     }))
     .into_response()
+}
+
+/// `GET /v1/agent/services`: every service registered with this agent, by
+/// ID (not blocking, as the agent endpoints are polled).
+async fn agent_services(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if let Err(denied) = shared.authorize(&headers, &query) {
+        return denied.into_response();
+    }
+    let services: serde_json::Map<String, serde_json::Value> = shared
+        .inner
+        .lock()
+        .services
+        .values()
+        .map(|s| (s.reg.id.clone(), agent_service(s)))
+        .collect();
+    axum::Json(serde_json::Value::Object(services)).into_response()
+}
+
+fn agent_service(s: &Service) -> serde_json::Value {
+    json!({"ID": s.reg.id, "Service": s.reg.name, "Tags": s.reg.tags, "Meta": s.reg.meta,
+           "Address": s.reg.address, "Port": s.reg.port,
+           "TaggedAddresses": {"lan_ipv4": {"Address": s.reg.address, "Port": s.reg.port}},
+           "Datacenter": "dc1"})
+}
+
+/// `GET /v1/agent/health/service/name/<name>`: the instances with their
+/// aggregated status; 200 when all pass, 429 when the worst is warning,
+/// 503 when critical, 404 without instances, as Consul answers.
+async fn agent_health_service(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    Path(name): Path<String>,
+) -> Response {
+    if let Err(denied) = shared.authorize(&headers, &query) {
+        return denied.into_response();
+    }
+    let inner = shared.inner.lock();
+    let instances: Vec<&Service> = inner
+        .services
+        .values()
+        .filter(|s| s.reg.name == name)
+        .collect();
+    if instances.is_empty() {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("ServiceName {name} Not found"),
+        )
+            .into_response();
+    }
+    let rank = |status: &str| match status {
+        "critical" => 2,
+        "warning" => 1,
+        _ => 0,
+    };
+    let worst = instances.iter().map(|s| rank(s.status)).max().unwrap_or(0);
+    let body: Vec<serde_json::Value> = instances
+        .iter()
+        .map(|s| {
+            json!({"AggregatedStatus": s.status, "Service": agent_service(s),
+                   "Checks": health_entry(s)["Checks"].clone()})
+        })
+        .collect();
+    let status = match worst {
+        2 => StatusCode::SERVICE_UNAVAILABLE,
+        1 => StatusCode::TOO_MANY_REQUESTS,
+        _ => StatusCode::OK,
+    };
+    (status, axum::Json(body)).into_response()
 }
 
 /// `GET /v1/catalog/services`: every service name with the union of its

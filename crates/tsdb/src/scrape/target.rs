@@ -22,16 +22,7 @@ pub const PARAM_PREFIX: &str = "__param_";
 pub const META_PREFIX: &str = "__meta_";
 pub const RESERVED_PREFIX: &str = "__";
 
-/// Targets a discovery source found, under one `source` key: a newer group
-/// with the same source replaces the older one (an empty group deletes).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct TargetGroup {
-    pub source: String,
-    /// Labels common to every target of the group.
-    pub labels: LabelMap,
-    /// One label set per target (at least `__address__`).
-    pub targets: Vec<LabelMap>,
-}
+pub use lucia_common::discovery::TargetGroup;
 
 /// A target after relabeling.
 #[derive(Debug, Clone, PartialEq)]

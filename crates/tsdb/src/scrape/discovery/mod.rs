@@ -2,7 +2,6 @@
 //! on a channel; a group replaces the pool's earlier group of the same
 //! provider and source.
 
-pub mod consul;
 pub mod file;
 
 use lucia_common::Shutdown;
@@ -63,39 +62,23 @@ pub fn start(pool: &PoolConfig, tx: UpdateSender, stop: Shutdown, metrics: &Scra
         provider += 1;
     }
     for csd in &pool.scrape.consul_sd_configs {
-        tokio::spawn(consul::run(
-            provider,
+        // Consul discovery lives in common (the agent uses it too); its
+        // batches are tagged with the provider number here.
+        let (groups_tx, mut groups_rx) = mpsc::channel(1);
+        tokio::spawn(lucia_common::discovery::consul::run(
             csd.clone(),
-            tx.clone(),
+            groups_tx,
             stop.clone(),
-            metrics.clone(),
+            metrics.consul_rpc_failures.clone(),
         ));
-        provider += 1;
-    }
-}
-
-/// Replaces characters that may not appear in a label name with `_`
-/// (Prometheus' `strutil.SanitizeLabelName`).
-pub fn sanitize_label_name(name: &str) -> String {
-    name.chars()
-        .enumerate()
-        .map(|(i, c)| {
-            if c.is_ascii_alphabetic() || c == '_' || (i > 0 && c.is_ascii_digit()) {
-                c
-            } else {
-                '_'
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Some(groups) = groups_rx.recv().await {
+                if tx.send(Update { provider, groups }).await.is_err() {
+                    break;
+                }
             }
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sanitizes() {
-        assert_eq!(sanitize_label_name("rack-id.1"), "rack_id_1");
-        assert_eq!(sanitize_label_name("1a"), "_a");
+        });
+        provider += 1;
     }
 }

@@ -1,23 +1,35 @@
-//! `consul_sd_configs`, as Prometheus' discovery/consul: the datacenter
-//! from `/v1/agent/self` unless configured; with a `services` list and no
-//! `tags` or `filter`, one blocking health query per service; otherwise a
-//! blocking watch of `/v1/catalog/services` that starts and stops one
-//! health watch per matching service. Queries wait up to two minutes, and
-//! a new query starts at most every `refresh_interval`.
+//! `consul_sd_configs`, as Prometheus' discovery/consul (Promtail's is the
+//! same): the datacenter from `/v1/agent/self` unless configured; with a
+//! `services` list and no `tags` or `filter`, one blocking health query per
+//! service; otherwise a blocking watch of `/v1/catalog/services` that
+//! starts and stops one health watch per matching service. Queries wait up
+//! to two minutes, and a new query starts at most every `refresh_interval`.
+//!
+//! [`run`] sends batches of [`TargetGroup`]s, one group per service (source
+//! = the service name, `__meta_consul_*` labels); a service that went away
+//! is sent as an empty group so that its targets are removed.
+//!
+//! The discovery has its own small HTTP client rather than
+//! [`crate::consul::ConsulClient`]: it needs Prometheus' options (path
+//! prefix, datacenter, namespace, partition, node meta, filters, stale
+//! reads, basic auth and `authorization`), which Lucia's own registration
+//! never uses. The answers are decoded into [`crate::consul`]'s types.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use lucia_common::Shutdown;
+use prometheus_client::metrics::counter::Counter;
 use serde::{Deserialize, Deserializer};
+use tokio::sync::mpsc;
 
-use super::{Update, UpdateSender, sanitize_label_name};
-use crate::scrape::config::ConsulSdConfig;
-use crate::scrape::metrics::ScrapeMetrics;
-use crate::scrape::target::{ADDRESS, LabelMap, TargetGroup};
+use super::{ADDRESS, TargetGroup, sanitize_label_name};
+use crate::Shutdown;
+use crate::consul::{HealthCheck, ServiceEntry};
+use crate::duration::ConfigDuration;
+use crate::relabel::LabelMap;
 
-const WATCH_TIMEOUT: Duration = Duration::from_secs(120);
-const RETRY_INTERVAL: Duration = Duration::from_secs(15);
+pub(super) const WATCH_TIMEOUT: Duration = Duration::from_secs(120);
+pub(super) const RETRY_INTERVAL: Duration = Duration::from_secs(15);
 
 pub const ADDRESS_LABEL: &str = "__meta_consul_address";
 pub const NODE_LABEL: &str = "__meta_consul_node";
@@ -34,59 +46,101 @@ pub const PARTITION_LABEL: &str = "__meta_consul_partition";
 pub const TAGGED_ADDRESS_PREFIX: &str = "__meta_consul_tagged_address_";
 pub const SERVICE_ID_LABEL: &str = "__meta_consul_service_id";
 
-/// One entry of `/v1/health/service/<name>`.
+crate::with_http_client_fields! {
+/// `consul_sd_configs` entry (Prometheus' parameters and defaults).
 #[derive(Debug, Clone, Deserialize)]
-pub struct ServiceEntry {
-    #[serde(rename = "Node")]
-    pub node: Node,
-    #[serde(rename = "Service")]
-    pub service: Service,
-    #[serde(rename = "Checks", default, deserialize_with = "null_default")]
-    pub checks: Vec<Check>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct Node {
-    #[serde(rename = "Node", default)]
-    pub node: String,
-    #[serde(rename = "Address", default)]
-    pub address: String,
-    #[serde(rename = "Datacenter", default)]
+#[serde(deny_unknown_fields)]
+pub struct ConsulSdConfig {
+    #[serde(default = "default_consul_server")]
+    pub server: String,
+    #[serde(default)]
+    pub path_prefix: String,
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
     pub datacenter: String,
-    #[serde(rename = "TaggedAddresses", default, deserialize_with = "null_default")]
-    pub tagged_addresses: BTreeMap<String, String>,
-    #[serde(rename = "Meta", default, deserialize_with = "null_default")]
-    pub meta: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct Service {
-    #[serde(rename = "ID", default)]
-    pub id: String,
-    #[serde(rename = "Service", default)]
-    pub service: String,
-    #[serde(rename = "Tags", default, deserialize_with = "null_default")]
-    pub tags: Vec<String>,
-    #[serde(rename = "Address", default)]
-    pub address: String,
-    #[serde(rename = "Port", default)]
-    pub port: u16,
-    #[serde(rename = "Meta", default, deserialize_with = "null_default")]
-    pub meta: BTreeMap<String, String>,
-    #[serde(rename = "Namespace", default)]
+    #[serde(default)]
     pub namespace: String,
-    #[serde(rename = "Partition", default)]
+    #[serde(default)]
     pub partition: String,
+    #[serde(default = "default_tag_separator")]
+    pub tag_separator: String,
+    #[serde(default = "default_scheme")]
+    pub scheme: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default = "yes")]
+    pub allow_stale: bool,
+    #[serde(default = "default_consul_refresh")]
+    pub refresh_interval: ConfigDuration,
+    #[serde(default, deserialize_with = "null_default")]
+    pub services: Vec<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub tags: Vec<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub node_meta: BTreeMap<String, String>,
+    #[serde(default)]
+    pub filter: String,
+    #[serde(default)]
+    pub health_filter: String,
+}
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct Check {
-    #[serde(rename = "CheckID", default)]
-    pub check_id: String,
-    #[serde(rename = "Status", default)]
-    pub status: String,
+fn default_consul_server() -> String {
+    "localhost:8500".into()
+}
+fn default_tag_separator() -> String {
+    ",".into()
+}
+fn default_consul_refresh() -> ConfigDuration {
+    ConfigDuration::from_secs(30)
 }
 
+impl ConsulSdConfig {
+    /// A config for `server` with Prometheus' defaults.
+    pub fn new(server: impl Into<String>) -> Self {
+        let server: String = server.into();
+        #[allow(clippy::expect_used)]
+        serde_json::from_value(serde_json::json!({ "server": server }))
+            .expect("a consul SD config of just a server deserializes")
+    }
+
+    /// Checks what Prometheus checks when it loads the config.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.server.trim().is_empty() {
+            return Err("consul SD configuration requires a server address".into());
+        }
+        if (self.username.is_some() || self.password.is_some()) && self.basic_auth.is_some() {
+            return Err(
+                "at most one of consul SD configuration username and password and basic auth can be configured"
+                    .into(),
+            );
+        }
+        if self.token.is_some() && (self.authorization.is_some() || self.oauth2.is_some()) {
+            return Err(
+                "at most one of consul SD token, authorization, or oauth2 can be configured".into(),
+            );
+        }
+        if self.scheme != "http" {
+            return Err(format!(
+                "scheme {:?} is not supported for consul: use http",
+                self.scheme
+            ));
+        }
+        self.http().validate("consul_sd_configs")
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_scheme() -> String {
+    "http".into()
+}
+
+/// YAML `null` (a key with no value) is the default, as in Go.
 fn null_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
@@ -96,7 +150,7 @@ where
 }
 
 /// Consul's `HealthChecks.AggregatedStatus`.
-pub fn aggregated_status(checks: &[Check]) -> &'static str {
+pub fn aggregated_status(checks: &[HealthCheck]) -> &'static str {
     let (mut passing, mut warning, mut critical, mut maintenance) = (false, false, false, false);
     for check in checks {
         if check.check_id == "_node_maintenance"
@@ -124,15 +178,6 @@ pub fn aggregated_status(checks: &[Check]) -> &'static str {
     }
 }
 
-/// `host:port`, bracketing IPv6 hosts (Go's `net.JoinHostPort`).
-fn join_host_port(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
-}
-
 /// The target group of one service, labelled as Prometheus does.
 pub fn service_group(
     name: &str,
@@ -154,18 +199,13 @@ pub fn service_group(
                 "{tag_separator}{}{tag_separator}",
                 service.tags.join(tag_separator)
             );
-            let host = if service.address.is_empty() {
-                &node.address
-            } else {
-                &service.address
-            };
             let mut labels = LabelMap::new();
             let mut set = |k: String, v: String| {
                 if !v.is_empty() {
                     labels.insert(k, v);
                 }
             };
-            set(ADDRESS.into(), join_host_port(host, service.port));
+            set(ADDRESS.into(), entry.addr());
             set(ADDRESS_LABEL.into(), node.address.clone());
             set(NODE_LABEL.into(), node.node.clone());
             set(NAMESPACE_LABEL.into(), service.namespace.clone());
@@ -206,9 +246,10 @@ pub fn service_group(
     }
 }
 
-/// A small client for the endpoints discovery uses.
+/// A small client for the endpoints discovery uses (also by
+/// [`super::consulagent`]).
 #[derive(Clone)]
-struct Client {
+pub(super) struct Client {
     http: reqwest::Client,
     base: String,
     config: ConsulSdConfig,
@@ -216,7 +257,7 @@ struct Client {
 }
 
 impl Client {
-    fn new(config: &ConsulSdConfig) -> Result<Self, String> {
+    pub(super) fn new(config: &ConsulSdConfig) -> Result<Self, String> {
         let server = config.server.trim().trim_end_matches('/');
         let server = server.strip_prefix("http://").unwrap_or(server);
         let prefix = config.path_prefix.trim_end_matches('/');
@@ -250,11 +291,24 @@ impl Client {
 
     /// GETs `path` with `query`; blocking when `index > 0`. Returns the
     /// answer and its `X-Consul-Index`.
-    async fn get<T: serde::de::DeserializeOwned>(
+    pub(super) async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        query: Vec<(&str, String)>,
+        index: u64,
+    ) -> Result<(T, u64), String> {
+        self.get_accepting(path, query, index, &[]).await
+    }
+
+    /// [`Self::get`], also decoding answers with a status in `also_ok`
+    /// (the agent's health endpoint answers 429 or 503 with a body when a
+    /// service is warning or critical).
+    pub(super) async fn get_accepting<T: serde::de::DeserializeOwned>(
         &self,
         path: &str,
         mut query: Vec<(&str, String)>,
         index: u64,
+        also_ok: &[u16],
     ) -> Result<(T, u64), String> {
         let c = &self.config;
         if !c.datacenter.is_empty() {
@@ -310,7 +364,7 @@ impl Client {
             .bytes()
             .await
             .map_err(|e| format!("cannot read consul's answer to {path}: {e}"))?;
-        if !status.is_success() {
+        if !status.is_success() && !also_ok.contains(&status.as_u16()) {
             let hint = if status == reqwest::StatusCode::FORBIDDEN {
                 " (set token in consul_sd_configs to a token with read access)"
             } else {
@@ -336,12 +390,14 @@ fn encode_query(query: &[(&str, String)]) -> String {
 }
 
 /// Runs one Consul SD config until `stop`.
+/// Runs one Consul SD config until `stop`, sending batches of groups on
+/// `tx`; failed requests count in `rpc_failures`
+/// (`prometheus_sd_consul_rpc_failures_total` in Prometheus).
 pub async fn run(
-    provider: usize,
     config: ConsulSdConfig,
-    tx: UpdateSender,
+    tx: mpsc::Sender<Vec<TargetGroup>>,
     stop: Shutdown,
-    metrics: ScrapeMetrics,
+    rpc_failures: Counter,
 ) {
     let mut client = match Client::new(&config) {
         Ok(client) => client,
@@ -364,7 +420,7 @@ pub async fn run(
                 None => tracing::error!("consul_sd: /v1/agent/self has no Config.Datacenter"),
             },
             Err(err) => {
-                metrics.consul_rpc_failures.inc();
+                rpc_failures.inc();
                 tracing::error!(%err, "consul_sd: error retrieving datacenter name");
             }
         }
@@ -375,12 +431,11 @@ pub async fn run(
     };
     client.config.datacenter = datacenter.clone();
     let ctx = WatchContext {
-        provider,
         client,
         datacenter,
         tx,
         stop,
-        metrics,
+        rpc_failures,
     };
     if config.services.is_empty() || !config.tags.is_empty() || !config.filter.is_empty() {
         watch_catalog(ctx).await;
@@ -394,25 +449,20 @@ pub async fn run(
 
 #[derive(Clone)]
 struct WatchContext {
-    provider: usize,
     client: Client,
     datacenter: String,
-    tx: UpdateSender,
+    tx: mpsc::Sender<Vec<TargetGroup>>,
     stop: Shutdown,
-    metrics: ScrapeMetrics,
+    rpc_failures: Counter,
 }
 
 impl WatchContext {
     /// Sends unless `stop` (the watch's own token) is cancelled first.
     async fn send(&self, groups: Vec<TargetGroup>, stop: &Shutdown) -> bool {
-        let update = Update {
-            provider: self.provider,
-            groups,
-        };
         tokio::select! {
             biased;
             _ = stop.cancelled() => false,
-            sent = self.tx.send(update) => sent.is_ok(),
+            sent = self.tx.send(groups) => sent.is_ok(),
         }
     }
 
@@ -437,7 +487,7 @@ impl WatchContext {
     }
 }
 
-fn should_watch(config: &ConsulSdConfig, name: &str, tags: &[String]) -> bool {
+pub(super) fn should_watch(config: &ConsulSdConfig, name: &str, tags: &[String]) -> bool {
     (config.services.is_empty() || config.services.iter().any(|s| s == name))
         && config.tags.iter().all(|t| tags.contains(t))
 }
@@ -458,7 +508,7 @@ async fn watch_catalog(ctx: WatchContext) {
         };
         match answer {
             Err(err) => {
-                ctx.metrics.consul_rpc_failures.inc();
+                ctx.rpc_failures.inc();
                 tracing::error!(%err, "consul_sd: error refreshing service list");
                 if !ctx.backoff(&ctx.stop).await {
                     return;
@@ -529,7 +579,7 @@ async fn watch_service(ctx: WatchContext, name: String, stop: Shutdown) {
         };
         match answer {
             Err(err) => {
-                ctx.metrics.consul_rpc_failures.inc();
+                ctx.rpc_failures.inc();
                 tracing::error!(service = %name, %err, "consul_sd: error refreshing service");
                 if !ctx.backoff(&stop).await {
                     return;
@@ -602,9 +652,12 @@ mod tests {
 
     #[test]
     fn health_aggregation() {
-        let check = |id: &str, status: &str| Check {
+        let check = |id: &str, status: &str| HealthCheck {
             check_id: id.into(),
+            name: String::new(),
             status: status.into(),
+            output: String::new(),
+            service_id: String::new(),
         };
         assert_eq!(aggregated_status(&[]), "passing");
         assert_eq!(
