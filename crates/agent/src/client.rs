@@ -91,7 +91,7 @@ impl Client {
 
     /// Pushes `entries` (all tenants), retrying as configured. Gives up when
     /// `stop` is cancelled (the entries are then not acknowledged).
-    async fn push(&self, entries: &[Shipment], metrics: &AgentMetrics, stop: &Shutdown) -> bool {
+    async fn push(&self, entries: &[&Shipment], metrics: &AgentMetrics, stop: &Shutdown) -> bool {
         let mut by_tenant: BTreeMap<Option<&str>, Vec<&Shipment>> = BTreeMap::new();
         for s in entries {
             let tenant = s
@@ -251,9 +251,160 @@ pub enum Sink {
     Stdout,
 }
 
+impl Sink {
+    /// The `host` label of each client's metrics.
+    fn hosts(&self) -> Vec<String> {
+        match self {
+            Sink::Clients(clients) => clients.iter().map(|c| c.host.clone()).collect(),
+            Sink::Stdout => vec![String::new()],
+        }
+    }
+}
+
+/// `limits_config`'s read rate and stream limits, applied to every entry on
+/// its way into a batch. Promtail applies the rate after each pipeline and
+/// the stream limit per batch; here every source (files, containers,
+/// syslog, relayed pushes) feeds one queue, so this one place covers all.
+#[derive(Debug, Default)]
+pub struct ReadLimits {
+    rate: Option<TokenBucket>,
+    /// Drop entries over the rate (counted) rather than slow reading down.
+    drop: bool,
+    /// Distinct streams (tenant and labels) per batch; 0: unlimited.
+    max_streams: usize,
+}
+
+impl ReadLimits {
+    pub fn new(config: &crate::config::LimitsConfig) -> Self {
+        let rate = config.readline_rate_enabled.then(|| {
+            TokenBucket::new(
+                config.readline_rate.unwrap_or(10_000.0),
+                config.readline_burst.unwrap_or(10_000),
+            )
+        });
+        Self {
+            rate,
+            drop: config.readline_rate_drop.unwrap_or(true),
+            max_streams: config.max_streams.map_or(0, |n| n as usize),
+        }
+    }
+
+    /// Without `drop`: how long to wait before the next entry may pass.
+    fn throttle(&mut self) -> Option<Duration> {
+        match &mut self.rate {
+            Some(bucket) if !self.drop => bucket.borrow(std::time::Instant::now()),
+            _ => None,
+        }
+    }
+
+    /// Whether `s` goes into the batch whose streams are `streams`; counts
+    /// the entries it drops.
+    fn admit(
+        &mut self,
+        s: &Shipment,
+        streams: &mut std::collections::HashSet<String>,
+        metrics: &AgentMetrics,
+        hosts: &[String],
+    ) -> bool {
+        if self.drop
+            && let Some(bucket) = &mut self.rate
+            && !bucket.try_take(std::time::Instant::now())
+        {
+            metrics.rate_limited_line();
+            return false;
+        }
+        if self.max_streams > 0 {
+            let key = stream_key(s);
+            if !streams.contains(&key) {
+                if streams.len() >= self.max_streams {
+                    for host in hosts {
+                        metrics.dropped(host, "stream_limited", 1, s.entry.line.len() as u64);
+                    }
+                    return false;
+                }
+                streams.insert(key);
+            }
+        }
+        true
+    }
+}
+
+/// The tenant and the labels that are sent: what makes a stream.
+fn stream_key(s: &Shipment) -> String {
+    let labels = Labels::from_pairs(s.entry.labels.iter().filter(|(k, _)| !k.starts_with("__")));
+    format!("{}\u{0}{labels}", s.entry.tenant.as_deref().unwrap_or(""))
+}
+
+/// A token bucket of `rate` tokens a second holding at most `burst`, as
+/// Go's `rate.Limiter` that Promtail uses.
+#[derive(Debug)]
+struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: std::time::Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: f64, burst: u64) -> Self {
+        let burst = burst.max(1) as f64;
+        Self {
+            rate: rate.max(f64::MIN_POSITIVE),
+            burst,
+            tokens: burst,
+            last: std::time::Instant::now(),
+        }
+    }
+
+    fn refill(&mut self, now: std::time::Instant) {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.last = now;
+    }
+
+    /// Takes a token if there is one.
+    fn try_take(&mut self, now: std::time::Instant) -> bool {
+        self.refill(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Takes a token, borrowing it if there is none: returns how long to
+    /// wait until it is paid back (Go's `Limiter.Wait`).
+    fn borrow(&mut self, now: std::time::Instant) -> Option<Duration> {
+        self.refill(now);
+        self.tokens -= 1.0;
+        (self.tokens < 0.0).then(|| Duration::from_secs_f64((-self.tokens / self.rate).min(3600.0)))
+    }
+}
+
+/// Entries collected for the next push; `send[i]` is false for entries a
+/// limit dropped (their positions still advance with the batch).
+#[derive(Default)]
+struct Batch {
+    entries: Vec<Shipment>,
+    send: Vec<bool>,
+    streams: std::collections::HashSet<String>,
+    bytes: usize,
+}
+
+impl Batch {
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.send.clear();
+        self.streams.clear();
+        self.bytes = 0;
+    }
+}
+
 /// Collects entries into batches and ships them; records positions once a
 /// batch was acknowledged by every client. Ends when every sender is gone;
 /// `abort` makes it give up retrying (used on shutdown).
+#[allow(clippy::too_many_arguments)]
 pub async fn ship(
     mut rx: mpsc::Receiver<Shipment>,
     sink: Sink,
@@ -262,19 +413,39 @@ pub async fn ship(
     positions: Positions,
     metrics: AgentMetrics,
     abort: Shutdown,
+    mut limits: ReadLimits,
 ) {
-    let mut batch: Vec<Shipment> = Vec::new();
-    let mut bytes = 0usize;
+    let hosts = sink.hosts();
+    let mut batch = Batch::default();
     let mut deadline: Option<Instant> = None;
     loop {
         let flush = tokio::select! {
             received = rx.recv() => match received {
                 Some(s) => {
-                    bytes += s.entry.line.len();
-                    batch.push(s);
-                    metrics.queued_entries.set(batch.len() as i64);
+                    if let Some(wait) = limits.throttle() {
+                        // Over the read rate without drop: the queue fills
+                        // while this waits, which slows every reader down.
+                        // A batch that falls due meanwhile is pushed first.
+                        let until = Instant::now() + wait;
+                        if deadline.is_some_and(|d| d <= until) {
+                            if !flush_batch(&batch, &sink, &positions, &metrics, &abort).await {
+                                return;
+                            }
+                            batch.clear();
+                            deadline = None;
+                            metrics.queued_entries.set(0);
+                        }
+                        tokio::time::sleep_until(until).await;
+                    }
+                    let send = limits.admit(&s, &mut batch.streams, &metrics, &hosts);
+                    if send {
+                        batch.bytes += s.entry.line.len();
+                    }
+                    batch.entries.push(s);
+                    batch.send.push(send);
+                    metrics.queued_entries.set(batch.entries.len() as i64);
                     deadline.get_or_insert_with(|| Instant::now() + batch_wait);
-                    bytes >= batch_size
+                    batch.bytes >= batch_size
                 }
                 None => break,
             },
@@ -285,12 +456,11 @@ pub async fn ship(
                 return;
             }
             batch.clear();
-            bytes = 0;
             deadline = None;
             metrics.queued_entries.set(0);
         }
     }
-    if !batch.is_empty() {
+    if !batch.entries.is_empty() {
         flush_batch(&batch, &sink, &positions, &metrics, &abort).await;
     }
 }
@@ -303,23 +473,29 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 async fn flush_batch(
-    batch: &[Shipment],
+    batch: &Batch,
     sink: &Sink,
     positions: &Positions,
     metrics: &AgentMetrics,
     abort: &Shutdown,
 ) -> bool {
+    let sendable: Vec<&Shipment> = batch
+        .entries
+        .iter()
+        .zip(&batch.send)
+        .filter_map(|(s, send)| send.then_some(s))
+        .collect();
     match sink {
         Sink::Clients(clients) => {
             for client in clients {
-                if !client.push(batch, metrics, abort).await {
+                if !client.push(&sendable, metrics, abort).await {
                     return false;
                 }
             }
         }
         Sink::Stdout => {
             let mut out = std::io::stdout().lock();
-            for s in batch {
+            for s in sendable {
                 let labels =
                     Labels::from_pairs(s.entry.labels.iter().filter(|(k, _)| !k.starts_with("__")));
                 let _ = writeln!(
@@ -333,7 +509,7 @@ async fn flush_batch(
             return true;
         }
     }
-    for s in batch {
+    for s in &batch.entries {
         if let Some((path, file)) = &s.source {
             positions.set(
                 path,

@@ -65,9 +65,21 @@ impl Config {
                 )));
             }
         }
+        let limits = &self.limits_config;
+        if limits.readline_rate_enabled {
+            if limits.readline_rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
+                return Err(invalid(
+                    "limits_config.readline_rate: must be greater than 0 lines per second".into(),
+                ));
+            }
+            if limits.readline_burst == Some(0) {
+                return Err(invalid(
+                    "limits_config.readline_burst: must be at least 1 line".into(),
+                ));
+            }
+        }
         for sc in &self.scrape_configs {
             let unsupported = [
-                ("consul_sd_configs", sc.consul_sd_configs.is_some()),
                 ("kubernetes_sd_configs", sc.kubernetes_sd_configs.is_some()),
                 ("journal", sc.journal.is_some()),
             ];
@@ -98,6 +110,22 @@ impl Config {
             for sd in &sc.docker_sd_configs {
                 crate::docker::Endpoint::parse(&sd.host)
                     .map_err(|err| invalid(format!("scrape_configs[{}]: {err}", sc.job_name)))?;
+            }
+            for (i, csd) in sc.consul_sd_configs.iter().enumerate() {
+                csd.validate().map_err(|err| {
+                    invalid(format!(
+                        "scrape_configs[{}].consul_sd_configs[{i}]: {err}",
+                        sc.job_name
+                    ))
+                })?;
+            }
+            for (i, casd) in sc.consulagent_sd_configs.iter().enumerate() {
+                casd.validate().map_err(|err| {
+                    invalid(format!(
+                        "scrape_configs[{}].consulagent_sd_configs[{i}]: {err}",
+                        sc.job_name
+                    ))
+                })?;
             }
             for rc in &sc.relabel_configs {
                 rc.validate()
@@ -166,8 +194,9 @@ impl Default for TargetConfig {
     }
 }
 
-/// Accepted; `max_line_size` (with `max_line_size_truncate`) is applied,
-/// the read rate limits are not yet.
+/// Promtail's `limits_config` (its defaults: `readline_rate` and
+/// `readline_burst` 10000 when `readline_rate_enabled`,
+/// `readline_rate_drop` true, `max_streams` 0 = unlimited).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
@@ -260,7 +289,8 @@ pub struct ScrapeConfig {
     pub decompression: Option<IgnoredAny>,
     pub file_sd_configs: Vec<FileSdConfig>,
     pub docker_sd_configs: Vec<crate::docker::DockerSdConfig>,
-    pub consul_sd_configs: Option<IgnoredAny>,
+    pub consul_sd_configs: Vec<lucia_common::discovery::consul::ConsulSdConfig>,
+    pub consulagent_sd_configs: Vec<lucia_common::discovery::consulagent::ConsulAgentSdConfig>,
     pub kubernetes_sd_configs: Option<IgnoredAny>,
     pub journal: Option<IgnoredAny>,
     pub syslog: Option<crate::syslog::SyslogConfig>,

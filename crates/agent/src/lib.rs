@@ -10,6 +10,7 @@
 
 pub mod client;
 pub mod config;
+pub mod consul;
 pub mod docker;
 pub mod glob;
 pub mod metrics;
@@ -116,6 +117,7 @@ pub async fn start(config: Config, options: Options, ctx: RoleContext) -> Result
         positions.clone(),
         metrics.clone(),
         abort.clone(),
+        client::ReadLimits::new(&config.limits_config),
     ));
     let stop = ctx.shutdown.child_token();
     let mut push_servers = Vec::new();
@@ -259,8 +261,9 @@ async fn manage(
     let mut running: HashMap<String, Running> = HashMap::new();
     let custom = metrics.custom.clone();
     let read_budget = tail::ReadBudget::new(READ_BUDGET_BYTES);
+    let consul = consul::ConsulTargets::start(&config, &stop, &metrics.consul_rpc_failures);
     loop {
-        let mut wanted: BTreeMap<String, Want> = discover(&config)
+        let mut wanted: BTreeMap<String, Want> = discover(&config, &consul)
             .into_iter()
             .map(|(path, (labels, job))| (path, Want::File { labels, job }))
             .collect();
@@ -373,6 +376,7 @@ async fn manage(
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = tokio::time::sleep(sync_period) => {}
+            _ = consul.changed() => {}
         }
     }
     for (_, r) in running.drain() {
@@ -381,10 +385,15 @@ async fn manage(
     }
 }
 
-/// The target groups of a scrape config: its static ones and those read
-/// from `file_sd_configs` files (with `__meta_filepath`).
-fn target_groups(sc: &config::ScrapeConfig) -> Vec<config::StaticConfig> {
+/// The target groups of a scrape config: its static ones, those read
+/// from `file_sd_configs` files (with `__meta_filepath`) and those Consul
+/// discovery found.
+fn target_groups(
+    sc: &config::ScrapeConfig,
+    discovered: Vec<config::StaticConfig>,
+) -> Vec<config::StaticConfig> {
     let mut groups = sc.static_configs.clone();
+    groups.extend(discovered);
     for sd in &sc.file_sd_configs {
         for pattern in &sd.files {
             let files = match glob::Glob::new(pattern) {
@@ -421,10 +430,13 @@ fn read_target_file(path: &std::path::Path) -> Result<Vec<config::StaticConfig>,
 }
 
 /// The files every scrape config's targets match now: path → (labels, job).
-pub fn discover(config: &Config) -> BTreeMap<String, (LabelMap, usize)> {
+pub fn discover(
+    config: &Config,
+    consul: &consul::ConsulTargets,
+) -> BTreeMap<String, (LabelMap, usize)> {
     let mut out = BTreeMap::new();
     for (job, sc) in config.scrape_configs.iter().enumerate() {
-        for st in &target_groups(sc) {
+        for st in &target_groups(sc, consul.static_groups(job)) {
             let targets: Vec<&str> = if st.targets.is_empty() {
                 vec!["localhost"]
             } else {

@@ -21,6 +21,11 @@ pub struct AgentMetrics {
     pub dropped_bytes: Family<Labels, Counter>,
     pub batch_retries: Family<Labels, Counter>,
     pub queued_entries: Gauge,
+    /// Lines dropped by `limits_config`'s read rate (Promtail's
+    /// `logentry_dropped_lines_total{reason="global_rate_limiter_drop"}`).
+    pub dropped_lines: Family<Labels, Counter>,
+    /// Failed requests of `consul_sd_configs` watches.
+    pub consul_rpc_failures: Counter,
 }
 
 impl AgentMetrics {
@@ -36,6 +41,8 @@ impl AgentMetrics {
             dropped_bytes: Family::default(),
             batch_retries: Family::default(),
             queued_entries: Gauge::default(),
+            dropped_lines: Family::default(),
+            consul_rpc_failures: Counter::default(),
         };
         metrics.register(
             "promtail_read_bytes",
@@ -82,7 +89,27 @@ impl AgentMetrics {
             "Entries read and waiting to be acknowledged by the clients.",
             m.queued_entries.clone(),
         );
+        metrics.register(
+            "logentry_dropped_lines",
+            "A count of all log lines dropped as a result of a pipeline stage or the read rate limit.",
+            m.dropped_lines.clone(),
+        );
+        metrics.register(
+            "prometheus_sd_consul_rpc_failures",
+            "The number of Consul RPC call failures.",
+            m.consul_rpc_failures.clone(),
+        );
         m
+    }
+
+    /// A line dropped because it was over `limits_config.readline_rate`.
+    pub fn rate_limited_line(&self) {
+        self.dropped_lines
+            .get_or_create(&vec![(
+                "reason".to_string(),
+                "global_rate_limiter_drop".to_string(),
+            )])
+            .inc();
     }
 
     pub fn read_bytes(&self, path: &str, n: u64) {

@@ -160,9 +160,23 @@ pub struct TimestampConfig {
     #[serde(default)]
     pub fallback_formats: Vec<String>,
     #[serde(default)]
-    pub location: Option<String>,
+    pub location: Option<Location>,
     #[serde(default)]
     pub action_on_failure: Option<String>,
+}
+
+/// The `location` of a `timestamp` stage: an IANA zone, loaded while the
+/// file is parsed so that an unknown zone is reported with its line.
+#[derive(Debug, Clone)]
+pub struct Location(pub std::sync::Arc<lucia_common::timezone::Zone>);
+
+impl<'de> Deserialize<'de> for Location {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        lucia_common::timezone::Zone::load(&name)
+            .map(|zone| Location(std::sync::Arc::new(zone)))
+            .map_err(|err| serde::de::Error::custom(format!("location: {err}")))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -308,6 +322,8 @@ enum Stage {
         source: String,
         formats: Vec<String>,
         skip_on_failure: bool,
+        /// Applied to formats without a zone; `None` is UTC.
+        location: Option<std::sync::Arc<lucia_common::timezone::Zone>>,
     },
     Output(String),
     Tenant(TenantConfig),
@@ -554,17 +570,17 @@ fn build_stage(
                     ));
                 }
             };
-            if let Some(loc) = &c.location
-                && !matches!(loc.as_str(), "UTC" | "Etc/UTC" | "")
-            {
-                tracing::warn!(location = %loc, "timestamp stage: only UTC locations are supported; using UTC");
-            }
             let mut formats = vec![c.format.clone()];
             formats.extend(c.fallback_formats.iter().cloned());
             Stage::Timestamp {
                 source: c.source.clone(),
                 formats,
                 skip_on_failure,
+                location: c
+                    .location
+                    .as_ref()
+                    .map(|l| l.0.clone())
+                    .filter(|zone| !zone.is_utc()),
             }
         }
         StageConfig::Output(c) => Stage::Output(c.source.clone()),
@@ -1068,11 +1084,15 @@ fn apply(stage: &mut Stage, entry: &mut Entry) -> bool {
             source,
             formats,
             skip_on_failure,
+            location,
         } => {
             let Some(value) = entry.extracted.get(source.as_str()) else {
                 return true;
             };
-            match formats.iter().find_map(|f| parse_timestamp(f, value)) {
+            let parsed = formats
+                .iter()
+                .find_map(|f| parse_timestamp_in(f, value, location.as_deref()));
+            match parsed {
                 Some(ts) => entry.timestamp = ts,
                 None if *skip_on_failure => {}
                 // Fudge: keep the time the line was read.
@@ -1358,6 +1378,36 @@ fn parse_logfmt(line: &str) -> Vec<(String, String)> {
         }
     }
     out
+}
+
+/// [`parse_timestamp`], with a layout that has no zone read as wall-clock
+/// time in `location` (Go's `time.ParseInLocation`, as Promtail does).
+pub fn parse_timestamp_in(
+    format: &str,
+    value: &str,
+    location: Option<&lucia_common::timezone::Zone>,
+) -> Option<i64> {
+    let nanos = parse_timestamp(format, value)?;
+    match location {
+        Some(zone) if !layout_has_zone(format) => {
+            const NS: i64 = 1_000_000_000;
+            let utc = zone.local_to_utc(nanos.div_euclid(NS));
+            utc.checked_mul(NS)?.checked_add(nanos.rem_euclid(NS))
+        }
+        _ => Some(nanos),
+    }
+}
+
+/// Whether a timestamp in `format` carries its own zone or offset (Unix
+/// times and RFC 3339 always do; Go layouts when they have `MST`, `Z07…`
+/// or `-07…`).
+fn layout_has_zone(format: &str) -> bool {
+    match format {
+        "Unix" | "UnixMs" | "UnixUs" | "UnixNs" | "RFC3339" | "RFC3339Nano" | "UnixDate"
+        | "RubyDate" | "RFC822" | "RFC822Z" | "RFC850" | "RFC1123" | "RFC1123Z" => true,
+        "ANSIC" | "Kitchen" | "Stamp" | "StampMilli" | "StampMicro" | "StampNano" => false,
+        layout => layout.contains("MST") || layout.contains("Z07") || layout.contains("-07"),
+    }
 }
 
 /// Parses a timestamp in one of Promtail's formats: a Go layout, a named
@@ -1664,5 +1714,58 @@ mod tests {
             Some(1_704_164_645_000_000_000)
         );
         assert_eq!(parse_timestamp("RFC3339", "nope"), None);
+    }
+
+    #[test]
+    fn timestamp_location_applies_to_layouts_without_zone() {
+        if !std::path::Path::new("/usr/share/zoneinfo/Europe/Berlin").exists() {
+            return;
+        }
+        let mut p = pipeline(
+            r#"
+- regex:
+    expression: '^(?P<time>[^|]+)[|](?P<msg>.*)$'
+- timestamp:
+    source: time
+    format: '2006-01-02 15:04:05'
+    fallback_formats: ['2006-01-02T15:04:05Z07:00']
+    location: Europe/Berlin
+"#,
+        );
+        // Winter: Berlin is UTC+1, 12:00 local is 11:00 UTC.
+        let out = run(&mut p, "2024-01-15 12:00:00|winter");
+        assert_eq!(out[0].timestamp, 1_705_316_400_000_000_000);
+        // Summer (DST): UTC+2, 12:00 local is 10:00 UTC.
+        let out = run(&mut p, "2024-07-15 12:00:00|summer");
+        assert_eq!(out[0].timestamp, 1_721_037_600_000_000_000);
+        // A timestamp with its own offset ignores the location.
+        let out = run(&mut p, "2024-07-15T12:00:00Z|x");
+        assert_eq!(out[0].timestamp, 1_721_044_800_000_000_000);
+        // Unix times are absolute.
+        assert_eq!(
+            parse_timestamp_in(
+                "Unix",
+                "1721044800",
+                Some(&lucia_common::timezone::Zone::load("Europe/Berlin").unwrap())
+            ),
+            Some(1_721_044_800_000_000_000)
+        );
+    }
+
+    #[test]
+    fn unknown_timestamp_location_is_a_config_error() {
+        let err = lucia_common::config::parse::<Vec<StageConfig>>(
+            std::path::Path::new("/etc/promtail.yaml"),
+            "- timestamp:\n    source: t\n    format: RFC3339\n    location: Mars/Olympus_Mons\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("/etc/promtail.yaml")
+                && err.contains("line 4")
+                && err.contains("location")
+                && err.contains("Mars/Olympus_Mons"),
+            "{err}"
+        );
     }
 }

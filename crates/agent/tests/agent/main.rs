@@ -481,6 +481,33 @@ fn config_errors_name_file_line_and_field() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("regex stage"), "{err}");
+    let err = Config::parse(
+        Path::new("p.yaml"),
+        "limits_config:\n  readline_rate_enabled: true\n  readline_rate: 0\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("p.yaml") && err.contains("limits_config.readline_rate"),
+        "{err}"
+    );
+    let err = Config::parse(
+        Path::new("p.yaml"),
+        "scrape_configs:\n  - job_name: a\n    consul_sd_configs:\n      - server: c:8500\n        servics: [x]\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("servics") && err.contains("line 5"), "{err}");
+    let err = Config::parse(
+        Path::new("p.yaml"),
+        "scrape_configs:\n  - job_name: a\n    consul_sd_configs:\n      - server: c:8500\n        scheme: https\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("consul_sd_configs[0]") && err.contains("https"),
+        "{err}"
+    );
     let config = Config::parse(
         Path::new("p.yaml"),
         "clients:\n  - url: http://x/loki/api/v1/push\n",
@@ -913,4 +940,294 @@ scrape_configs:
     recv.wait_for(expected.len()).await;
     agent.stop().await;
     assert_exactly_once(&recv.lines(), &expected);
+}
+
+/// The agent's `/metrics` text.
+async fn metrics_text(addr: std::net::SocketAddr) -> String {
+    reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The value of the sample `series` (name and labels exactly as exposed).
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+        value.trim().parse().ok()
+    })
+}
+
+/// Polls `/metrics` (bounded) until `pred` holds of its text.
+async fn wait_for_metrics(addr: std::net::SocketAddr, what: &str, pred: impl Fn(&str) -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = metrics_text(addr).await;
+        if pred(&text) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consul_sd_targets_are_relabelled_tailed_and_stopped() {
+    use lucia_common::consul::{ConsulClient, ServiceRegistration};
+    let consul = lucia_tests::fake_consul::FakeConsul::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let svc = dir.path().join("svc");
+    std::fs::create_dir_all(&svc).unwrap();
+    let recv = receiver(0, 500).await;
+    let yaml = format!(
+        r#"
+positions:
+  filename: {d}/positions.yaml
+target_config:
+  sync_period: 100ms
+clients:
+  - url: {url}
+    batchwait: 50ms
+scrape_configs:
+  - job_name: consul
+    consul_sd_configs:
+      - server: {server}
+        tags: [logs]
+        refresh_interval: 100ms
+    relabel_configs:
+      - source_labels: [__meta_consul_service_metadata_log_path]
+        target_label: __path__
+      - source_labels: [__meta_consul_service]
+        target_label: service
+      - source_labels: [__meta_consul_dc]
+        target_label: dc
+      - source_labels: [__meta_consul_tags]
+        regex: '.*,internal,.*'
+        action: drop
+"#,
+        url = recv.url,
+        server = consul.address(),
+    );
+    let config = Config::parse(Path::new("consul.yaml"), &yaml).unwrap();
+    append(&svc.join("app.log"), numbered("first", 0..3));
+    append(&svc.join("hidden.log"), numbered("hidden", 0..2));
+    let agent = start_agent(config).await;
+    let client = ConsulClient::new(&consul.config()).unwrap();
+    let register = |id: &str, name: &str, tags: &[&str], path: String| ServiceRegistration {
+        id: id.into(),
+        name: name.into(),
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+        address: "127.0.0.1".into(),
+        port: 8080,
+        meta: [("log_path".to_string(), path)].into(),
+        check: None,
+    };
+    let app = register("app-1", "app", &["logs"], format!("{d}/svc/app.log"));
+    client.register_service(&app).await.unwrap();
+    // Dropped by relabeling, and one without the tag the config asks for.
+    let internal = register(
+        "hidden-1",
+        "hidden",
+        &["logs", "internal"],
+        format!("{d}/svc/hidden.log"),
+    );
+    client.register_service(&internal).await.unwrap();
+    let untagged = register("other-1", "other", &[], format!("{d}/svc/hidden.log"));
+    client.register_service(&untagged).await.unwrap();
+    recv.wait_for(3).await;
+    let e = recv.entries.lock()[0].clone();
+    for label in [r#"service="app""#, r#"dc="dc1""#, "app.log"] {
+        assert!(e.labels.contains(label), "{label} not in {}", e.labels);
+    }
+    assert!(!e.labels.contains("__meta"), "{}", e.labels);
+    wait_for_metrics(agent.addr, "one file tailed", |m| {
+        sample(m, "promtail_files_active_total") == Some(1.0)
+    })
+    .await;
+
+    // Deregistered: its file's tailer stops.
+    client.deregister_service("app-1").await.unwrap();
+    wait_for_metrics(agent.addr, "the tailer to stop", |m| {
+        sample(m, "promtail_files_active_total") == Some(0.0)
+    })
+    .await;
+    // Lines written meanwhile are shipped once the service is back, from
+    // the saved position (nothing twice).
+    append(&svc.join("app.log"), numbered("second", 0..2));
+    client.register_service(&app).await.unwrap();
+    recv.wait_for(5).await;
+    agent.stop().await;
+    let mut expected = numbered("first", 0..3);
+    expected.extend(numbered("second", 0..2));
+    assert_exactly_once(&recv.lines(), &expected);
+    consul.stop().await;
+}
+
+/// A config tailing `logs/**/*.log` with `limits` as its `limits_config`
+/// and a `batchwait` of `batchwait`.
+fn limits_config(dir: &Path, url: &str, limits: &str, batchwait: &str) -> Config {
+    let yaml = format!(
+        r#"
+positions:
+  filename: {dir}/positions.yaml
+target_config:
+  sync_period: 100ms
+clients:
+  - url: {url}
+    batchwait: {batchwait}
+limits_config:
+{limits}
+scrape_configs:
+  - job_name: files
+    static_configs:
+      - labels:
+          job: test
+          __path__: {dir}/logs/**/*.log
+    pipeline_stages:
+      - regex:
+          expression: '^(?P<stream>\w+)-'
+      - labels:
+          stream:
+"#,
+        dir = dir.display()
+    );
+    Config::parse(Path::new("limits.yaml"), &yaml).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readline_rate_with_drop_counts_dropped_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = logs_dir(dir.path());
+    let recv = receiver(0, 500).await;
+    let limits = "  readline_rate_enabled: true\n  readline_rate: 1\n  readline_burst: 5\n";
+    append(&logs.join("x.log"), numbered("burst", 0..50));
+    let agent = start_agent(limits_config(dir.path(), &recv.url, limits, "50ms")).await;
+    recv.wait_for(5).await;
+    let series = r#"logentry_dropped_lines_total{reason="global_rate_limiter_drop"}"#;
+    // Every line is either shipped or counted as dropped.
+    wait_for_metrics(agent.addr, "50 lines accounted for", |m| {
+        let dropped = sample(m, series).unwrap_or(0.0);
+        dropped + recv.entries.lock().len() as f64 >= 50.0
+    })
+    .await;
+    let dropped = sample(&metrics_text(agent.addr).await, series).unwrap_or(0.0);
+    agent.stop().await;
+    let shipped = recv.lines().len();
+    // The burst of 5 passes, then about one line a second.
+    assert!((5..=15).contains(&shipped), "{shipped} lines shipped");
+    assert_eq!(dropped as usize + shipped, 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readline_rate_without_drop_slows_reading_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = logs_dir(dir.path());
+    let recv = receiver(0, 500).await;
+    let limits = "  readline_rate_enabled: true\n  readline_rate: 200\n  readline_burst: 10\n  readline_rate_drop: false\n";
+    append(&logs.join("x.log"), numbered("slow", 0..300));
+    let started = std::time::Instant::now();
+    let agent = start_agent(limits_config(dir.path(), &recv.url, limits, "50ms")).await;
+    recv.wait_for(300).await;
+    let elapsed = started.elapsed();
+    let metrics = metrics_text(agent.addr).await;
+    agent.stop().await;
+    assert_exactly_once(&recv.lines(), &numbered("slow", 0..300));
+    // 290 lines over the burst at 200 a second take at least 1.45 s.
+    assert!(elapsed >= Duration::from_millis(1400), "{elapsed:?}");
+    assert!(!metrics.contains("global_rate_limiter_drop"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_streams_drops_entries_of_streams_over_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = logs_dir(dir.path());
+    let recv = receiver(0, 500).await;
+    let mut lines = numbered("alpha", 0..4);
+    lines.extend(numbered("beta", 0..3));
+    append(&logs.join("x.log"), lines);
+    // One batch (all lines are read at once, well within the batchwait)
+    // may hold one stream: `beta`'s lines are dropped and counted.
+    let limits = "  max_streams: 1\n";
+    let agent = start_agent(limits_config(dir.path(), &recv.url, limits, "2s")).await;
+    recv.wait_for(4).await;
+    wait_for_metrics(agent.addr, "stream_limited drops", |m| {
+        m.lines()
+            .any(|l| l.contains("stream_limited") && l.ends_with(" 3"))
+    })
+    .await;
+    agent.stop().await;
+    assert_exactly_once(&recv.lines(), &numbered("alpha", 0..4));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consulagent_sd_targets_are_tailed() {
+    use lucia_common::consul::{ConsulClient, ServiceRegistration};
+    let consul = lucia_tests::fake_consul::FakeConsul::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    std::fs::create_dir_all(dir.path().join("svc")).unwrap();
+    let recv = receiver(0, 500).await;
+    let yaml = format!(
+        r#"
+positions:
+  filename: {d}/positions.yaml
+target_config:
+  sync_period: 100ms
+clients:
+  - url: {url}
+    batchwait: 50ms
+scrape_configs:
+  - job_name: agent-services
+    consulagent_sd_configs:
+      - server: {server}
+        services: [web]
+        refresh_interval: 100ms
+    relabel_configs:
+      - source_labels: [__meta_consulagent_service_metadata_log_path]
+        target_label: __path__
+      - source_labels: [__meta_consulagent_node]
+        target_label: node
+      - source_labels: [__meta_consulagent_health]
+        target_label: health
+"#,
+        url = recv.url,
+        server = consul.address(),
+    );
+    let config = Config::parse(Path::new("consulagent.yaml"), &yaml).unwrap();
+    append(&dir.path().join("svc/web.log"), numbered("web", 0..2));
+    append(&dir.path().join("svc/db.log"), numbered("db", 0..2));
+    let agent = start_agent(config).await;
+    let client = ConsulClient::new(&consul.config()).unwrap();
+    for (id, name) in [("web-1", "web"), ("db-1", "db")] {
+        let reg = ServiceRegistration {
+            id: id.into(),
+            name: name.into(),
+            tags: vec![],
+            address: "127.0.0.1".into(),
+            port: 80,
+            meta: [("log_path".to_string(), format!("{d}/svc/{name}.log"))].into(),
+            check: None,
+        };
+        client.register_service(&reg).await.unwrap();
+    }
+    recv.wait_for(2).await;
+    let e = recv.entries.lock()[0].clone();
+    for label in [r#"node="fake-consul""#, r#"health="passing""#, "web.log"] {
+        assert!(e.labels.contains(label), "{label} not in {}", e.labels);
+    }
+    client.deregister_service("web-1").await.unwrap();
+    wait_for_metrics(agent.addr, "the tailer to stop", |m| {
+        sample(m, "promtail_files_active_total") == Some(0.0)
+    })
+    .await;
+    agent.stop().await;
+    // `db` is not in `services`: never tailed.
+    assert_exactly_once(&recv.lines(), &numbered("web", 0..2));
+    consul.stop().await;
 }
