@@ -111,21 +111,20 @@ impl Config {
                 crate::docker::Endpoint::parse(&sd.host)
                     .map_err(|err| invalid(format!("scrape_configs[{}]: {err}", sc.job_name)))?;
             }
-            for (i, csd) in sc.consul_sd_configs.iter().enumerate() {
-                csd.validate().map_err(|err| {
-                    invalid(format!(
-                        "scrape_configs[{}].consul_sd_configs[{i}]: {err}",
-                        sc.job_name
-                    ))
-                })?;
-            }
-            for (i, casd) in sc.consulagent_sd_configs.iter().enumerate() {
-                casd.validate().map_err(|err| {
-                    invalid(format!(
-                        "scrape_configs[{}].consulagent_sd_configs[{i}]: {err}",
-                        sc.job_name
-                    ))
-                })?;
+            let consul = sc.consul_sd_configs.iter().map(|c| c.validate());
+            let consulagent = sc.consulagent_sd_configs.iter().map(|c| c.validate());
+            for (field, checks) in [
+                ("consul_sd_configs", consul.collect::<Vec<_>>()),
+                ("consulagent_sd_configs", consulagent.collect()),
+            ] {
+                for (i, checked) in checks.into_iter().enumerate() {
+                    checked.map_err(|err| {
+                        invalid(format!(
+                            "scrape_configs[{}].{field}[{i}]: {err}",
+                            sc.job_name
+                        ))
+                    })?;
+                }
             }
             for rc in &sc.relabel_configs {
                 rc.validate()

@@ -175,11 +175,16 @@ impl ServiceEntry {
         } else {
             &self.service.address
         };
-        if host.contains(':') {
-            format!("[{host}]:{}", self.service.port)
-        } else {
-            format!("{host}:{}", self.service.port)
-        }
+        join_host_port(host, self.service.port)
+    }
+}
+
+/// `host:port`, bracketing IPv6 hosts (Go's `net.JoinHostPort`).
+pub fn join_host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
     }
 }
 

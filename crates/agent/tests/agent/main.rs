@@ -455,6 +455,13 @@ async fn promtail_docs_config_runs_unchanged() {
     assert!(got.tenant.is_none());
 }
 
+/// The error of loading `yaml` as `p.yaml`.
+fn config_error(yaml: &str) -> String {
+    Config::parse(Path::new("p.yaml"), yaml)
+        .unwrap_err()
+        .to_string()
+}
+
 #[test]
 fn config_errors_name_file_line_and_field() {
     let err = Config::parse(
@@ -467,43 +474,24 @@ fn config_errors_name_file_line_and_field() {
         err.contains("/etc/promtail.yaml") && err.contains("batchwiat") && err.contains("line 3"),
         "{err}"
     );
-    let err = Config::parse(
-        Path::new("p.yaml"),
+    let err = config_error(
         "scrape_configs:\n  - job_name: a\n    pipeline_stages:\n      - regexp:\n          expression: x\n",
-    )
-    .unwrap_err()
-    .to_string();
+    );
     assert!(err.contains("regexp") && err.contains("line 4"), "{err}");
-    let err = Config::parse(
-        Path::new("p.yaml"),
+    let err = config_error(
         "scrape_configs:\n  - job_name: a\n    pipeline_stages:\n      - regex:\n          expression: '(unclosed'\n",
-    )
-    .unwrap_err()
-    .to_string();
+    );
     assert!(err.contains("regex stage"), "{err}");
-    let err = Config::parse(
-        Path::new("p.yaml"),
-        "limits_config:\n  readline_rate_enabled: true\n  readline_rate: 0\n",
-    )
-    .unwrap_err()
-    .to_string();
+    let err = config_error("limits_config:\n  readline_rate_enabled: true\n  readline_rate: 0\n");
     assert!(
         err.contains("p.yaml") && err.contains("limits_config.readline_rate"),
         "{err}"
     );
-    let err = Config::parse(
-        Path::new("p.yaml"),
-        "scrape_configs:\n  - job_name: a\n    consul_sd_configs:\n      - server: c:8500\n        servics: [x]\n",
-    )
-    .unwrap_err()
-    .to_string();
+    let consul =
+        "scrape_configs:\n  - job_name: a\n    consul_sd_configs:\n      - server: c:8500\n";
+    let err = config_error(&format!("{consul}        servics: [x]\n"));
     assert!(err.contains("servics") && err.contains("line 5"), "{err}");
-    let err = Config::parse(
-        Path::new("p.yaml"),
-        "scrape_configs:\n  - job_name: a\n    consul_sd_configs:\n      - server: c:8500\n        scheme: https\n",
-    )
-    .unwrap_err()
-    .to_string();
+    let err = config_error(&format!("{consul}        scheme: https\n"));
     assert!(
         err.contains("consul_sd_configs[0]") && err.contains("https"),
         "{err}"
@@ -976,25 +964,46 @@ async fn wait_for_metrics(addr: std::net::SocketAddr, what: &str, pred: impl Fn(
     }
 }
 
+/// A config with positions in `dir`, 100ms target syncs and one client to
+/// `url` (batchwait `batchwait`), followed by `rest` (top-level sections).
+fn agent_config(dir: &Path, url: &str, batchwait: &str, rest: &str) -> Config {
+    let yaml = format!(
+        "positions:\n  filename: {dir}/positions.yaml\ntarget_config:\n  sync_period: 100ms\n\
+         clients:\n  - url: {url}\n    batchwait: {batchwait}\n{rest}",
+        dir = dir.display()
+    );
+    Config::parse(Path::new("agent.yaml"), &yaml).unwrap()
+}
+
+/// A service whose `log_path` meta names its log files.
+fn service_with_logs(
+    id: &str,
+    name: &str,
+    tags: &[&str],
+    log_path: String,
+) -> lucia_common::consul::ServiceRegistration {
+    lucia_common::consul::ServiceRegistration {
+        id: id.into(),
+        name: name.into(),
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+        address: "127.0.0.1".into(),
+        port: 8080,
+        meta: [("log_path".to_string(), log_path)].into(),
+        check: None,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consul_sd_targets_are_relabelled_tailed_and_stopped() {
-    use lucia_common::consul::{ConsulClient, ServiceRegistration};
+    use lucia_common::consul::ConsulClient;
     let consul = lucia_tests::fake_consul::FakeConsul::start().await;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display();
     let svc = dir.path().join("svc");
     std::fs::create_dir_all(&svc).unwrap();
     let recv = receiver(0, 500).await;
-    let yaml = format!(
-        r#"
-positions:
-  filename: {d}/positions.yaml
-target_config:
-  sync_period: 100ms
-clients:
-  - url: {url}
-    batchwait: 50ms
-scrape_configs:
+    let scrape = format!(
+        r#"scrape_configs:
   - job_name: consul
     consul_sd_configs:
       - server: {server}
@@ -1011,34 +1020,20 @@ scrape_configs:
         regex: '.*,internal,.*'
         action: drop
 "#,
-        url = recv.url,
         server = consul.address(),
     );
-    let config = Config::parse(Path::new("consul.yaml"), &yaml).unwrap();
+    let config = agent_config(dir.path(), &recv.url, "50ms", &scrape);
     append(&svc.join("app.log"), numbered("first", 0..3));
     append(&svc.join("hidden.log"), numbered("hidden", 0..2));
     let agent = start_agent(config).await;
     let client = ConsulClient::new(&consul.config()).unwrap();
-    let register = |id: &str, name: &str, tags: &[&str], path: String| ServiceRegistration {
-        id: id.into(),
-        name: name.into(),
-        tags: tags.iter().map(|t| t.to_string()).collect(),
-        address: "127.0.0.1".into(),
-        port: 8080,
-        meta: [("log_path".to_string(), path)].into(),
-        check: None,
-    };
-    let app = register("app-1", "app", &["logs"], format!("{d}/svc/app.log"));
+    let app = service_with_logs("app-1", "app", &["logs"], format!("{d}/svc/app.log"));
     client.register_service(&app).await.unwrap();
     // Dropped by relabeling, and one without the tag the config asks for.
-    let internal = register(
-        "hidden-1",
-        "hidden",
-        &["logs", "internal"],
-        format!("{d}/svc/hidden.log"),
-    );
+    let hidden = format!("{d}/svc/hidden.log");
+    let internal = service_with_logs("hidden-1", "hidden", &["logs", "internal"], hidden.clone());
     client.register_service(&internal).await.unwrap();
-    let untagged = register("other-1", "other", &[], format!("{d}/svc/hidden.log"));
+    let untagged = service_with_logs("other-1", "other", &[], hidden);
     client.register_service(&untagged).await.unwrap();
     recv.wait_for(3).await;
     let e = recv.entries.lock()[0].clone();
@@ -1070,18 +1065,10 @@ scrape_configs:
 }
 
 /// A config tailing `logs/**/*.log` with `limits` as its `limits_config`
-/// and a `batchwait` of `batchwait`.
+/// and a `batchwait` of `batchwait`; each line's stream is its prefix.
 fn limits_config(dir: &Path, url: &str, limits: &str, batchwait: &str) -> Config {
-    let yaml = format!(
-        r#"
-positions:
-  filename: {dir}/positions.yaml
-target_config:
-  sync_period: 100ms
-clients:
-  - url: {url}
-    batchwait: {batchwait}
-limits_config:
+    let rest = format!(
+        r#"limits_config:
 {limits}
 scrape_configs:
   - job_name: files
@@ -1097,7 +1084,7 @@ scrape_configs:
 "#,
         dir = dir.display()
     );
-    Config::parse(Path::new("limits.yaml"), &yaml).unwrap()
+    agent_config(dir, url, batchwait, &rest)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1167,22 +1154,14 @@ async fn max_streams_drops_entries_of_streams_over_the_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consulagent_sd_targets_are_tailed() {
-    use lucia_common::consul::{ConsulClient, ServiceRegistration};
+    use lucia_common::consul::ConsulClient;
     let consul = lucia_tests::fake_consul::FakeConsul::start().await;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display();
     std::fs::create_dir_all(dir.path().join("svc")).unwrap();
     let recv = receiver(0, 500).await;
-    let yaml = format!(
-        r#"
-positions:
-  filename: {d}/positions.yaml
-target_config:
-  sync_period: 100ms
-clients:
-  - url: {url}
-    batchwait: 50ms
-scrape_configs:
+    let scrape = format!(
+        r#"scrape_configs:
   - job_name: agent-services
     consulagent_sd_configs:
       - server: {server}
@@ -1196,24 +1175,15 @@ scrape_configs:
       - source_labels: [__meta_consulagent_health]
         target_label: health
 "#,
-        url = recv.url,
         server = consul.address(),
     );
-    let config = Config::parse(Path::new("consulagent.yaml"), &yaml).unwrap();
+    let config = agent_config(dir.path(), &recv.url, "50ms", &scrape);
     append(&dir.path().join("svc/web.log"), numbered("web", 0..2));
     append(&dir.path().join("svc/db.log"), numbered("db", 0..2));
     let agent = start_agent(config).await;
     let client = ConsulClient::new(&consul.config()).unwrap();
     for (id, name) in [("web-1", "web"), ("db-1", "db")] {
-        let reg = ServiceRegistration {
-            id: id.into(),
-            name: name.into(),
-            tags: vec![],
-            address: "127.0.0.1".into(),
-            port: 80,
-            meta: [("log_path".to_string(), format!("{d}/svc/{name}.log"))].into(),
-            check: None,
-        };
+        let reg = service_with_logs(id, name, &[], format!("{d}/svc/{name}.log"));
         client.register_service(&reg).await.unwrap();
     }
     recv.wait_for(2).await;

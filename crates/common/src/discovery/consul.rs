@@ -22,7 +22,7 @@ use prometheus_client::metrics::counter::Counter;
 use serde::{Deserialize, Deserializer};
 use tokio::sync::mpsc;
 
-use super::{ADDRESS, TargetGroup, sanitize_label_name};
+use super::{ADDRESS, TargetGroup, TargetLabels, joined_tags};
 use crate::Shutdown;
 use crate::consul::{HealthCheck, ServiceEntry};
 use crate::duration::ConfigDuration;
@@ -195,48 +195,21 @@ pub fn service_group(
         .map(|entry| {
             let service = &entry.service;
             let node = &entry.node;
-            let tags = format!(
-                "{tag_separator}{}{tag_separator}",
-                service.tags.join(tag_separator)
-            );
-            let mut labels = LabelMap::new();
-            let mut set = |k: String, v: String| {
-                if !v.is_empty() {
-                    labels.insert(k, v);
-                }
-            };
-            set(ADDRESS.into(), entry.addr());
-            set(ADDRESS_LABEL.into(), node.address.clone());
-            set(NODE_LABEL.into(), node.node.clone());
-            set(NAMESPACE_LABEL.into(), service.namespace.clone());
-            set(PARTITION_LABEL.into(), service.partition.clone());
-            set(TAGS_LABEL.into(), tags);
-            set(SERVICE_ADDRESS_LABEL.into(), service.address.clone());
-            set(SERVICE_PORT_LABEL.into(), service.port.to_string());
-            set(SERVICE_ID_LABEL.into(), service.id.clone());
-            set(
-                HEALTH_LABEL.into(),
-                aggregated_status(&entry.checks).to_string(),
-            );
-            for (k, v) in &node.meta {
-                set(
-                    format!("{METADATA_PREFIX}{}", sanitize_label_name(k)),
-                    v.clone(),
-                );
-            }
-            for (k, v) in &service.meta {
-                set(
-                    format!("{SERVICE_METADATA_PREFIX}{}", sanitize_label_name(k)),
-                    v.clone(),
-                );
-            }
-            for (k, v) in &node.tagged_addresses {
-                set(
-                    format!("{TAGGED_ADDRESS_PREFIX}{}", sanitize_label_name(k)),
-                    v.clone(),
-                );
-            }
-            labels
+            let mut labels = TargetLabels::default();
+            labels.set(ADDRESS, entry.addr());
+            labels.set(ADDRESS_LABEL, node.address.as_str());
+            labels.set(NODE_LABEL, node.node.as_str());
+            labels.set(NAMESPACE_LABEL, service.namespace.as_str());
+            labels.set(PARTITION_LABEL, service.partition.as_str());
+            labels.set(TAGS_LABEL, joined_tags(&service.tags, tag_separator));
+            labels.set(SERVICE_ADDRESS_LABEL, service.address.as_str());
+            labels.set(SERVICE_PORT_LABEL, service.port.to_string());
+            labels.set(SERVICE_ID_LABEL, service.id.as_str());
+            labels.set(HEALTH_LABEL, aggregated_status(&entry.checks));
+            labels.set_prefixed(METADATA_PREFIX, node.meta.clone());
+            labels.set_prefixed(SERVICE_METADATA_PREFIX, service.meta.clone());
+            labels.set_prefixed(TAGGED_ADDRESS_PREFIX, node.tagged_addresses.clone());
+            labels.into_map()
         })
         .collect();
     TargetGroup {

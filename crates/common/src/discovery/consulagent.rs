@@ -13,9 +13,9 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use super::consul::{Client, ConsulSdConfig, RETRY_INTERVAL, should_watch};
-use super::{ADDRESS, TargetGroup, sanitize_label_name};
+use super::{ADDRESS, TargetGroup, TargetLabels, joined_tags};
 use crate::Shutdown;
-use crate::consul::AgentService;
+use crate::consul::{AgentService, join_host_port};
 use crate::duration::ConfigDuration;
 use crate::http_config::TlsConfig;
 use crate::relabel::LabelMap;
@@ -153,58 +153,40 @@ fn service_group(
         .iter()
         .map(|instance| {
             let service = &instance.service;
+            // The agent's own address when the service has none.
             let host = if service.address.is_empty() {
                 &agent.member.addr
             } else {
                 &service.address
             };
-            let mut labels = LabelMap::new();
-            let mut set = |k: String, v: String| {
-                if !v.is_empty() {
-                    labels.insert(k, v);
-                }
-            };
-            let address = if host.contains(':') {
-                format!("[{host}]:{}", service.port)
-            } else {
-                format!("{host}:{}", service.port)
-            };
-            set(ADDRESS.into(), address);
-            set(format!("{PREFIX}address"), agent.member.addr.clone());
-            set(format!("{PREFIX}node"), agent.config.node_name.clone());
-            set(
+            let mut labels = TargetLabels::default();
+            labels.set(ADDRESS, join_host_port(host, service.port));
+            labels.set(format!("{PREFIX}address"), agent.member.addr.as_str());
+            labels.set(format!("{PREFIX}node"), agent.config.node_name.as_str());
+            labels.set(
                 format!("{PREFIX}tags"),
-                format!(
-                    "{tag_separator}{}{tag_separator}",
-                    service.tags.join(tag_separator)
-                ),
+                joined_tags(&service.tags, tag_separator),
             );
-            set(format!("{PREFIX}service_address"), service.address.clone());
-            set(format!("{PREFIX}service_port"), service.port.to_string());
-            set(format!("{PREFIX}service_id"), service.id.clone());
-            set(
+            labels.set(format!("{PREFIX}service_address"), service.address.as_str());
+            labels.set(format!("{PREFIX}service_port"), service.port.to_string());
+            labels.set(format!("{PREFIX}service_id"), service.id.as_str());
+            labels.set(
                 format!("{PREFIX}health"),
-                instance.aggregated_status.clone(),
+                instance.aggregated_status.as_str(),
             );
-            for (k, v) in agent.meta.iter().flatten() {
-                set(
-                    format!("{PREFIX}metadata_{}", sanitize_label_name(k)),
-                    v.clone(),
-                );
-            }
-            for (k, v) in &service.meta {
-                set(
-                    format!("{PREFIX}service_metadata_{}", sanitize_label_name(k)),
-                    v.clone(),
-                );
-            }
-            for (k, v) in &service.tagged_addresses {
-                set(
-                    format!("{PREFIX}tagged_address_{}", sanitize_label_name(k)),
-                    format!("{}:{}", v.address, v.port),
-                );
-            }
-            labels
+            labels.set_prefixed(
+                &format!("{PREFIX}metadata_"),
+                agent.meta.clone().unwrap_or_default(),
+            );
+            labels.set_prefixed(&format!("{PREFIX}service_metadata_"), service.meta.clone());
+            labels.set_prefixed(
+                &format!("{PREFIX}tagged_address_"),
+                service
+                    .tagged_addresses
+                    .iter()
+                    .map(|(k, v)| (k, format!("{}:{}", v.address, v.port))),
+            );
+            labels.into_map()
         })
         .collect();
     TargetGroup {

@@ -22,6 +22,45 @@ pub struct TargetGroup {
     pub targets: Vec<LabelMap>,
 }
 
+/// A target's labels under construction: empty values are left out, as
+/// Prometheus' discovery mechanisms leave them.
+#[derive(Debug, Default)]
+pub struct TargetLabels(LabelMap);
+
+impl TargetLabels {
+    pub fn set(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        let value = value.into();
+        if !value.is_empty() {
+            self.0.insert(name.into(), value);
+        }
+    }
+
+    /// Each `(key, value)` as `<prefix><key>`, the key made a valid label
+    /// name (node meta, service meta, tagged addresses).
+    pub fn set_prefixed<K: AsRef<str>>(
+        &mut self,
+        prefix: &str,
+        pairs: impl IntoIterator<Item = (K, String)>,
+    ) {
+        for (key, value) in pairs {
+            self.set(
+                format!("{prefix}{}", sanitize_label_name(key.as_ref())),
+                value,
+            );
+        }
+    }
+
+    pub fn into_map(self) -> LabelMap {
+        self.0
+    }
+}
+
+/// Tags joined by `separator`, with it on both ends too so that relabeling
+/// regexes need not care where a tag stands (`,a,b,`).
+pub fn joined_tags(tags: &[String], separator: &str) -> String {
+    format!("{separator}{}{separator}", tags.join(separator))
+}
+
 /// Replaces characters that may not appear in a label name with `_`
 /// (Prometheus' `strutil.SanitizeLabelName`).
 pub fn sanitize_label_name(name: &str) -> String {
