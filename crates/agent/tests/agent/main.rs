@@ -39,6 +39,11 @@ struct Receiver {
 }
 
 async fn receiver(fail_first: u32, fail_status: u16) -> Receiver {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    receiver_on(listener, fail_first, fail_status)
+}
+
+fn receiver_on(listener: tokio::net::TcpListener, fail_first: u32, fail_status: u16) -> Receiver {
     let entries = Arc::new(Mutex::new(Vec::new()));
     let (tx, rx) = watch::channel(0usize);
     let tx = Arc::new(tx);
@@ -86,7 +91,6 @@ async fn receiver(fail_first: u32, fail_status: u16) -> Receiver {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
     Receiver {
@@ -1200,4 +1204,63 @@ async fn consulagent_sd_targets_are_tailed() {
     // `db` is not in `services`: never tailed.
     assert_exactly_once(&recv.lines(), &numbered("web", 0..2));
     consul.stop().await;
+}
+
+/// The issue's check: the receiving endpoint down (connection refused) for
+/// one minute with Promtail's default client settings, then back. Reading
+/// stops at the documented cap (the queue's 10,000 entries, one 1 MiB
+/// batch and one 64 KiB read chunk) instead of buffering the whole file,
+/// and every line arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_down_for_a_minute_loses_nothing_and_bounds_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = logs_dir(dir.path());
+    // A port nobody listens on until the outage ends.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let url = format!("http://{addr}/loki/api/v1/push");
+    let scrape = format!(
+        "scrape_configs:\n  - job_name: f\n    static_configs:\n      - labels:\n          job: t\n          __path__: {}/*.log\n",
+        logs.display()
+    );
+    // Default batchwait (1s), batchsize (1 MiB) and backoff (500ms..5m, 10 retries).
+    let config = agent_config(dir.path(), &url, "1s", &scrape);
+    let total = 60_000;
+    let pad = "x".repeat(90);
+    append(
+        &logs.join("big.log"),
+        (0..total).map(|i| format!("line-{i:06} {pad}")),
+    );
+    let started = std::time::Instant::now();
+    let agent = start_agent(config).await;
+    // Reading fills the queue and one batch, then waits.
+    let read = "promtail_read_lines_total";
+    let series = |m: &str| {
+        m.lines()
+            .filter(|l| l.starts_with(read))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    wait_for_metrics(agent.addr, "reading to fill the queue", |m| {
+        series(m) >= 15_000.0
+    })
+    .await;
+    // The outage itself: one minute from the agent's start.
+    tokio::time::sleep(Duration::from_secs(60).saturating_sub(started.elapsed())).await;
+    let lines_read = series(&metrics_text(agent.addr).await);
+    // 10,000 queued + 1 MiB / ~102 bytes a line + one 64 KiB chunk.
+    assert!(
+        lines_read < 22_500.0,
+        "{lines_read} lines read while the endpoint was down"
+    );
+    let recv = receiver_on(tokio::net::TcpListener::bind(addr).await.unwrap(), 0, 500);
+    let mut count = recv.count.clone();
+    let arrived =
+        tokio::time::timeout(Duration::from_secs(180), count.wait_for(|n| *n >= total)).await;
+    assert!(arrived.is_ok(), "only {} lines arrived", recv.lines().len());
+    agent.stop().await;
+    let expected: Vec<String> = (0..total).map(|i| format!("line-{i:06} {pad}")).collect();
+    assert_exactly_once(&recv.lines(), &expected);
 }
