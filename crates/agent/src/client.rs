@@ -516,6 +516,7 @@ async fn flush_batch(
                 Position {
                     offset: s.entry.offset,
                     file: *file,
+                    fingerprint: s.entry.fingerprint,
                 },
             );
         }

@@ -30,6 +30,9 @@ pub struct Entry {
     /// Where the last line of this entry ends in its file: the position to
     /// record once the entry is acknowledged.
     pub offset: u64,
+    /// [`crate::positions::fingerprint`] of that last line, recorded with
+    /// the position (files only).
+    pub fingerprint: Option<u64>,
 }
 
 impl Entry {
@@ -43,6 +46,7 @@ impl Entry {
             extracted,
             tenant: None,
             offset: 0,
+            fingerprint: None,
         }
     }
 }
@@ -774,6 +778,7 @@ fn run_from(
                     pending.line.push('\n');
                     pending.line.push_str(&entry.line);
                     pending.offset = entry.offset;
+                    pending.fingerprint = entry.fingerprint;
                     *count += 1;
                     if *count >= m.max_lines {
                         let full = m.pending.take().map(|(e, _, _)| e);

@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::mpsc;
 
 use crate::metrics::AgentMetrics;
-use crate::positions::{FileId, Positions};
+use crate::positions::{FileId, Positions, fingerprint_at};
 use crate::stages::{Entry, Pipeline};
 use lucia_common::relabel::LabelMap;
 
@@ -178,6 +178,27 @@ impl Tailer {
                 }
                 self.open_at(&path, 0).await;
             }
+            Some(p)
+                if p.file.is_some()
+                    && p.file == current
+                    && p.fingerprint.is_some()
+                    && fingerprint_at(&path, p.offset) != p.fingerprint =>
+            {
+                // Copied and truncated while the agent was stopped (the
+                // line before the position is not there any more): the
+                // lines after the position are in the copy, if it is still
+                // in the same directory.
+                if let Some(copy) = p.fingerprint.and_then(|fp| find_copy(&path, p.offset, fp)) {
+                    tracing::info!(path = %self.path, copy = %copy.display(), "reading the rest of a file copied and truncated while stopped");
+                    if self.open_at(&copy, p.offset).await {
+                        self.read_available().await?;
+                        self.finish_partial().await?;
+                    }
+                } else {
+                    tracing::warn!(path = %self.path, "file truncated while stopped and its copy not found: lines written before the truncation may be missing");
+                }
+                self.open_at(&path, 0).await;
+            }
             Some(p) => {
                 self.open_at(&path, p.offset).await;
             }
@@ -255,7 +276,7 @@ impl Tailer {
         let mut lines = 0u64;
         for i in memchr_iter(&data[base..]) {
             let end = base + i;
-            self.emit_line(&data[line_start..end], (end + 1) as u64);
+            self.emit_line(&data[line_start..end], (end + 1) as u64, true);
             line_start = end + 1;
             lines += 1;
             if self.out.len() >= 1024 {
@@ -263,7 +284,7 @@ impl Tailer {
             }
         }
         if line_start < data.len() {
-            self.emit_line(&data[line_start..], data.len() as u64);
+            self.emit_line(&data[line_start..], data.len() as u64, false);
             lines += 1;
         }
         self.metrics.read_lines(&self.path, lines);
@@ -274,7 +295,7 @@ impl Tailer {
     async fn finish_partial(&mut self) -> Result<(), Closed> {
         if !self.partial.is_empty() {
             let line = std::mem::take(&mut self.partial);
-            self.emit_line(&line, self.offset);
+            self.emit_line(&line, self.offset, false);
             self.send_out().await?;
         }
         Ok(())
@@ -305,11 +326,11 @@ impl Tailer {
             for i in memchr_iter(&chunk[..n]) {
                 let end = chunk_start + i as u64 + 1;
                 if self.partial.is_empty() {
-                    self.emit_line(&chunk[start..i], end);
+                    self.emit_line(&chunk[start..i], end, true);
                 } else {
                     let mut line = std::mem::take(&mut self.partial);
                     line.extend_from_slice(&chunk[start..i]);
-                    self.emit_line(&line, end);
+                    self.emit_line(&line, end, true);
                 }
                 start = i + 1;
                 lines += 1;
@@ -322,7 +343,10 @@ impl Tailer {
         }
     }
 
-    fn emit_line(&mut self, line: &[u8], end: u64) {
+    /// Runs one line read from the file through the pipeline; `end` is
+    /// where it ends, `terminated` whether a newline followed it.
+    fn emit_line(&mut self, line: &[u8], end: u64, terminated: bool) {
+        let fingerprint = crate::positions::fingerprint(line, terminated);
         let mut line = line.strip_suffix(b"\r").unwrap_or(line);
         if let Some(max) = self
             .limits
@@ -342,6 +366,7 @@ impl Tailer {
             String::from_utf8_lossy(line).into_owned(),
         );
         entry.offset = end;
+        entry.fingerprint = Some(fingerprint);
         self.pipeline.process(entry, &mut self.out);
     }
 
@@ -364,6 +389,29 @@ impl Tailer {
 
 fn memchr_iter(bytes: &[u8]) -> impl Iterator<Item = usize> + '_ {
     memchr::memchr_iter(b'\n', bytes)
+}
+
+/// The copy of `path` made by a copy-truncate rotation: a file in the same
+/// directory (not `path` itself, not compressed) whose line ending at
+/// `offset` has fingerprint `fp`; the most recently modified one if several.
+fn find_copy(path: &Path, offset: u64, fp: u64) -> Option<std::path::PathBuf> {
+    let dir = path.parent()?;
+    let own = std::fs::metadata(path).ok().map(|m| file_id(&m));
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let meta = e.metadata().ok()?;
+            let candidate = e.path();
+            let usable = meta.is_file()
+                && Some(file_id(&meta)) != own
+                && meta.len() >= offset
+                && candidate.extension().is_none_or(|x| x != "gz");
+            (usable && fingerprint_at(&candidate, offset) == Some(fp))
+                .then(|| (meta.modified().ok(), candidate))
+        })
+        .max_by_key(|(modified, _)| *modified)
+        .map(|(_, candidate)| candidate)
 }
 
 /// A file in `path`'s directory with the given device and inode.

@@ -331,6 +331,41 @@ async fn restart_resumes_from_positions_including_rotation_while_stopped() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_truncate_while_stopped_ships_every_line_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = logs_dir(dir.path());
+    let recv = receiver(0, 500).await;
+    let file = logs.join("c.log");
+    append(&file, numbered("before", 0..50));
+    let agent = start_agent(config(dir.path(), &recv.url, "")).await;
+    recv.wait_for(50).await;
+    agent.stop().await;
+
+    // While stopped: more lines, then copy-truncate (logrotate's
+    // `copytruncate`), then the new file grows past the old position.
+    append(&file, numbered("stopped", 0..30));
+    std::fs::copy(&file, logs.join("c.log.1")).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    append(&file, numbered("new", 0..120));
+    let agent = start_agent(config(dir.path(), &recv.url, "")).await;
+    let mut expected = numbered("before", 0..50);
+    expected.extend(numbered("stopped", 0..30));
+    expected.extend(numbered("new", 0..120));
+    recv.wait_for(expected.len()).await;
+    append(&file, numbered("after", 0..10));
+    expected.extend(numbered("after", 0..10));
+    recv.wait_for(expected.len()).await;
+    agent.stop().await;
+    // (The copy `c.log.1` is not matched by `**/*.log` itself.)
+    assert_exactly_once(&recv.lines(), &expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_errors_are_retried_without_loss() {
     let dir = tempfile::tempdir().unwrap();
     let logs = logs_dir(dir.path());
