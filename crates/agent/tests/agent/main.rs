@@ -303,25 +303,27 @@ async fn tails_appends_rename_and_copytruncate_once() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restart_resumes_from_positions_including_rotation_while_stopped() {
+/// Ships 50 lines, stops the agent, appends 30 more, rotates the file with
+/// `rotate`, writes `new_lines` to the new file and restarts: every line
+/// must arrive once, and lines appended afterwards too.
+async fn rotation_while_stopped(name: &str, rotate: impl FnOnce(&Path, &Path), new_lines: usize) {
     let dir = tempfile::tempdir().unwrap();
     let logs = logs_dir(dir.path());
     let recv = receiver(0, 500).await;
-    let file = logs.join("r.log");
+    let file = logs.join(format!("{name}.log"));
     append(&file, numbered("before", 0..50));
     let agent = start_agent(config(dir.path(), &recv.url, "")).await;
     recv.wait_for(50).await;
     agent.stop().await;
 
-    // While stopped: more lines, then rotation by rename, then a new file.
     append(&file, numbered("stopped", 0..30));
-    std::fs::rename(&file, logs.join("r.log.1")).unwrap();
-    append(&file, numbered("new", 0..20));
+    // The rotated file (`<name>.log.1`) is not matched by `**/*.log`.
+    rotate(&file, &logs.join(format!("{name}.log.1")));
+    append(&file, numbered("new", 0..new_lines));
     let agent = start_agent(config(dir.path(), &recv.url, "")).await;
     let mut expected = numbered("before", 0..50);
     expected.extend(numbered("stopped", 0..30));
-    expected.extend(numbered("new", 0..20));
+    expected.extend(numbered("new", 0..new_lines));
     recv.wait_for(expected.len()).await;
     append(&file, numbered("after", 0..10));
     expected.extend(numbered("after", 0..10));
@@ -331,38 +333,25 @@ async fn restart_resumes_from_positions_including_rotation_while_stopped() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn copy_truncate_while_stopped_ships_every_line_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let logs = logs_dir(dir.path());
-    let recv = receiver(0, 500).await;
-    let file = logs.join("c.log");
-    append(&file, numbered("before", 0..50));
-    let agent = start_agent(config(dir.path(), &recv.url, "")).await;
-    recv.wait_for(50).await;
-    agent.stop().await;
+async fn restart_resumes_from_positions_including_rotation_while_stopped() {
+    rotation_while_stopped(
+        "r",
+        |file, rotated| std::fs::rename(file, rotated).unwrap(),
+        20,
+    )
+    .await;
+}
 
-    // While stopped: more lines, then copy-truncate (logrotate's
-    // `copytruncate`), then the new file grows past the old position.
-    append(&file, numbered("stopped", 0..30));
-    std::fs::copy(&file, logs.join("c.log.1")).unwrap();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&file)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
-    append(&file, numbered("new", 0..120));
-    let agent = start_agent(config(dir.path(), &recv.url, "")).await;
-    let mut expected = numbered("before", 0..50);
-    expected.extend(numbered("stopped", 0..30));
-    expected.extend(numbered("new", 0..120));
-    recv.wait_for(expected.len()).await;
-    append(&file, numbered("after", 0..10));
-    expected.extend(numbered("after", 0..10));
-    recv.wait_for(expected.len()).await;
-    agent.stop().await;
-    // (The copy `c.log.1` is not matched by `**/*.log` itself.)
-    assert_exactly_once(&recv.lines(), &expected);
+/// logrotate's `copytruncate` while the agent is stopped, the new file
+/// growing past the old position before the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_truncate_while_stopped_ships_every_line_once() {
+    let copy_truncate = |file: &Path, rotated: &Path| {
+        std::fs::copy(file, rotated).unwrap();
+        let f = std::fs::OpenOptions::new().write(true).open(file).unwrap();
+        f.set_len(0).unwrap();
+    };
+    rotation_while_stopped("c", copy_truncate, 120).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
