@@ -510,6 +510,130 @@ mod tests {
         assert_eq!(advertise_address(&c, any, web), "am-1:9094");
     }
 
+    /// A replicated state that records what was merged into it.
+    #[derive(Default)]
+    struct FakeState {
+        own: Vec<TenantState>,
+        merged: Mutex<Vec<TenantState>>,
+    }
+
+    impl Replicated for FakeState {
+        fn full_state(&self) -> Vec<TenantState> {
+            self.own.clone()
+        }
+        fn merge(&self, states: Vec<TenantState>) {
+            self.merged.lock().extend(states);
+        }
+    }
+
+    fn state_of(tenant: &str) -> TenantState {
+        TenantState {
+            tenant: tenant.to_string(),
+            ..TenantState::default()
+        }
+    }
+
+    async fn member(
+        peers: Vec<String>,
+        own: &str,
+        shutdown: &Shutdown,
+    ) -> (
+        Arc<Cluster>,
+        Arc<FakeState>,
+        impl std::future::Future<Output = ()>,
+    ) {
+        let config = ClusterConfig {
+            listen_address: Some("127.0.0.1:0".to_string()),
+            peers,
+            gossip_interval: ConfigDuration::from_millis(10),
+            probe_interval: ConfigDuration::from_millis(100),
+            // Failure detection takes 10 s: a member gone sooner left.
+            probe_timeout: ConfigDuration::from_secs(10),
+            ..ClusterConfig::default()
+        };
+        let started = Cluster::start(StartOptions {
+            config: &config,
+            name: format!("member-{own}"),
+            web_addr: "127.0.0.1:9093".parse().unwrap(),
+            consul: None,
+            metrics: &lucia_common::metrics::Metrics::new(),
+            shutdown: shutdown.clone(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        let state = Arc::new(FakeState {
+            own: vec![state_of(own)],
+            ..FakeState::default()
+        });
+        let cluster = started.cluster.clone();
+        let replicated: Arc<dyn Replicated> = state.clone();
+        let stopped = started.run(Arc::downgrade(&replicated));
+        (cluster, state, stopped)
+    }
+
+    async fn until(what: &str, check: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !check() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn members_join_sync_broadcast_and_leave() {
+        let stop_a = Shutdown::new();
+        let (a, a_state, _a_stopped) = member(vec![], "a", &stop_a).await;
+        let stop_b = Shutdown::new();
+        let (b, b_state, b_stopped) = member(vec![a.address.clone()], "b", &stop_b).await;
+        // B knows A from its seed; A learns B from B's ping.
+        until("both members alive on both", || {
+            a.status().peers.len() == 2 && b.status().peers.len() == 2
+        })
+        .await;
+        assert_eq!(a.status().peers, b.status().peers);
+        assert_eq!((a.position(), b.position()), (0, 1));
+        assert_eq!(b.notify_delay(), Duration::from_secs(15));
+        // Joining exchanged the full states both ways.
+        let merged_tenants = |s: &FakeState| -> Vec<String> {
+            s.merged.lock().iter().map(|t| t.tenant.clone()).collect()
+        };
+        until("full sync", || {
+            merged_tenants(&a_state).contains(&"b".to_string())
+                && merged_tenants(&b_state).contains(&"a".to_string())
+        })
+        .await;
+        // A change on A reaches B at once.
+        a.broadcast(state_of("change-from-a"));
+        until("the broadcast", || {
+            merged_tenants(&b_state).contains(&"change-from-a".to_string())
+        })
+        .await;
+        // Settled after three steady polls.
+        a.wait_settled().await;
+        assert_eq!(a.status().status, "ready");
+        // A message with another label is refused.
+        let resp = reqwest::Client::new()
+            .post(format!("http://{}/cluster/v1/ping", a.address))
+            .json(&serde_json::json!({
+                "label": "other",
+                "from": {"name": "intruder", "address": "127.0.0.1:1"},
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400);
+        assert_eq!(a.status().peers.len(), 2);
+        // B stops: it says it leaves, so A drops it well before the
+        // 10 s failure timeout.
+        let stopping = Instant::now();
+        stop_b.cancel();
+        b_stopped.await;
+        until("B gone from A", || a.status().peers.len() == 1).await;
+        assert!(stopping.elapsed() < Duration::from_secs(8));
+        stop_a.cancel();
+    }
+
     #[test]
     fn coalesces_by_tenant() {
         let change = |tenant: &str, id: &str| TenantState {

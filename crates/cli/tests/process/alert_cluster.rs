@@ -278,11 +278,19 @@ async fn cluster_deduplicates_shares_silences_and_survives_a_dead_member() {
     for m in &members {
         assert!(post_alerts(&m.web, &["GroupA", "GroupB"]).await);
     }
+    let posted = Instant::now();
     let got = collect(
         &mut notifications,
         GROUP_WAIT + PEER_TIMEOUT * 2 + Duration::from_secs(6),
     )
     .await;
+    for (at, payload) in &got {
+        eprintln!(
+            "group {} notified {:?} after the alerts were posted",
+            group_of(payload),
+            at.duration_since(posted)
+        );
+    }
     let mut groups: Vec<String> = got.iter().map(|(_, p)| group_of(p)).collect();
     groups.sort();
     assert_eq!(
@@ -368,16 +376,40 @@ async fn cluster_deduplicates_shares_silences_and_survives_a_dead_member() {
         format!("http://{}", members[first].web)
     );
     let took = at.duration_since(posted);
+    eprintln!("notified {took:?} after the alert was posted to the survivors");
     assert!(
         took <= GROUP_WAIT + PEER_TIMEOUT + Duration::from_secs(5),
         "the notification took {took:?}"
     );
     // The dead member leaves the peer lists.
-    for (i, m) in members.iter().enumerate() {
-        if i != first {
-            ready_with_peers(&m.web, 2).await;
-        }
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != first).collect();
+    for i in &survivors {
+        ready_with_peers(&members[*i].web, 2).await;
     }
+
+    // A new member with empty storage gets the silences and the log in
+    // its first full sync: it shows the silence, and the same alerts
+    // posted to it alone are not notified again.
+    let peers: Vec<String> = survivors
+        .iter()
+        .map(|i| format!("--cluster.peer=127.0.0.1:{}", cluster_ports[*i]))
+        .collect();
+    let newcomer = start_member(dir.path(), 3, free_port(), free_port(), &peers).await;
+    ready_with_peers(&newcomer.web, 3).await;
+    let silence = eventually(
+        "the silence on the new member",
+        Duration::from_secs(10),
+        || get_json(&newcomer.web, &silence_path),
+    )
+    .await;
+    assert_eq!(silence["status"]["state"], "active");
+    assert!(post_alerts(&newcomer.web, &["GroupA", "GroupB"]).await);
+    let got = collect(
+        &mut notifications,
+        GROUP_WAIT + PEER_TIMEOUT * 2 + Duration::from_secs(3),
+    )
+    .await;
+    assert!(got.is_empty(), "the new member notified again: {got:?}");
 }
 
 #[tokio::test]
