@@ -95,9 +95,14 @@ impl Cluster {
         self.state().map(|s| s.full_state()).unwrap_or_default()
     }
 
-    fn merge(&self, tenants: Vec<TenantState>) {
-        if let Some(state) = self.state() {
-            state.merge(tenants);
+    /// Merges a peer's state; off the async workers, since merging
+    /// persists (fsync).
+    async fn merge(self: &Arc<Self>, tenants: Vec<TenantState>) {
+        let Some(state) = self.state() else {
+            return;
+        };
+        if let Err(err) = tokio::task::spawn_blocking(move || state.merge(tenants)).await {
+            tracing::error!(%err, "merging a peer's state failed");
         }
     }
 
@@ -177,10 +182,7 @@ async fn on_pushpull(
     }
     // Answer with the state before the merge: the sender has its own.
     let ours = cluster.full_state();
-    let merged = cluster.clone();
-    let tenants = msg.tenants;
-    // Merging persists (fsync): off the async workers.
-    let _ = tokio::task::spawn_blocking(move || merged.merge(tenants)).await;
+    cluster.merge(msg.tenants).await;
     cluster.heard_from(&msg.from);
     Json(StateMessage {
         label: cluster.config.label.clone(),
@@ -197,9 +199,7 @@ async fn on_broadcast(
     if let Some(refused) = cluster.refuse_label(&msg.label) {
         return refused;
     }
-    let merged = cluster.clone();
-    let tenants = msg.tenants;
-    let _ = tokio::task::spawn_blocking(move || merged.merge(tenants)).await;
+    cluster.merge(msg.tenants).await;
     cluster.heard_from(&msg.from);
     StatusCode::NO_CONTENT.into_response()
 }
@@ -272,8 +272,7 @@ async fn pushpull(cluster: &Arc<Cluster>, address: &str) {
         .await
     {
         Ok(Some(answer)) => {
-            let merged = cluster.clone();
-            let _ = tokio::task::spawn_blocking(move || merged.merge(answer.tenants)).await;
+            cluster.merge(answer.tenants).await;
             tracing::debug!(%address, "cluster full sync done");
         }
         Ok(None) => {}
