@@ -314,4 +314,20 @@ mod tests {
         assert_eq!(route_prefix(&c, "http://h:9093/x"), "/alertmanager");
         assert_eq!(node_name().len(), 26);
     }
+
+    #[test]
+    fn cluster_block_of_lucias_file() {
+        // Off unless configured (`lucia all`).
+        let c: Config = serde_saphyr::from_str("config_file: am.yml\n").unwrap();
+        assert!(!c.cluster.enabled());
+        let c: Config = serde_saphyr::from_str(
+            "cluster:\n  listen_address: 0.0.0.0:9094\n  peers: [am-2:9094]\n  peer_timeout: 5s\n",
+        )
+        .unwrap();
+        assert!(c.cluster.enabled());
+        assert_eq!(c.cluster.peers, vec!["am-2:9094".to_string()]);
+        assert_eq!(c.cluster.peer_timeout, ConfigDuration::from_secs(5));
+        assert_eq!(c.cluster.gossip_interval, ConfigDuration::from_millis(200));
+        assert!(serde_saphyr::from_str::<Config>("cluster:\n  nope: 1\n").is_err());
+    }
 }
