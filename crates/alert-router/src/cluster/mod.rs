@@ -127,6 +127,22 @@ impl ClusterConfig {
             .is_some_and(|a| !a.trim().is_empty())
     }
 
+    /// The intervals that drive timers must not be zero.
+    fn validate(&self) -> Result<(), ClusterError> {
+        for (name, d) in [
+            ("gossip-interval", self.gossip_interval),
+            ("pushpull-interval", self.pushpull_interval),
+            ("probe-interval", self.probe_interval),
+            ("probe-timeout", self.probe_timeout),
+            ("tcp-timeout", self.tcp_timeout),
+        ] {
+            if d.0.is_zero() {
+                return Err(ClusterError::ZeroInterval(name));
+            }
+        }
+        Ok(())
+    }
+
     fn timing(&self) -> Timing {
         Timing {
             failure_timeout: self.probe_interval.0 * 4 + self.probe_timeout.0,
@@ -147,6 +163,8 @@ pub enum ClusterError {
     },
     #[error("cannot build the cluster's HTTP client: {0}")]
     Client(String),
+    #[error("cluster.{0} must be longer than zero")]
+    ZeroInterval(&'static str),
 }
 
 /// A member as messages and the status API name it.
@@ -266,6 +284,7 @@ impl Cluster {
         if listen.is_empty() {
             return Ok(None);
         }
+        config.validate()?;
         let bind_error = |source| ClusterError::Bind {
             address: listen.to_string(),
             source,
@@ -501,6 +520,15 @@ mod tests {
         c.listen_address = Some("127.0.0.1:9094".to_string());
         assert!(c.enabled());
         assert_eq!(c.timing().failure_timeout, Duration::from_millis(4500));
+        assert!(c.validate().is_ok());
+        let zero = ClusterConfig {
+            probe_interval: ConfigDuration::from_secs(0),
+            ..c.clone()
+        };
+        assert_eq!(
+            zero.validate().unwrap_err().to_string(),
+            "cluster.probe-interval must be longer than zero"
+        );
         let bound: SocketAddr = "127.0.0.1:9094".parse().unwrap();
         let web: SocketAddr = "10.1.2.3:9093".parse().unwrap();
         assert_eq!(advertise_address(&c, bound, web), "127.0.0.1:9094");
