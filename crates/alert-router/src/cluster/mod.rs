@@ -16,11 +16,14 @@
 //!   Clusters of alert-routers are small (2–5 members) and their state is
 //!   small (silences and log entries), so sending every change straight to
 //!   every member costs little and needs no gossip fan-out, retransmit
-//!   counts or UDP packet-size limits; TCP gives delivery and ordering.
+//!   counts or UDP packet-size limits; TCP gives delivery, and an HTTP
+//!   status tells the sender whether the peer took the message.
 //! - **Changes**: each local change (a silence set or expired, a log entry
 //!   written) is broadcast at once to every live member. A member that
 //!   missed one (down, or not yet known) gets it from the next full sync.
-//! - **Full sync (push-pull)**: every `pushpull_interval`, and as soon as a
+//! - **Full sync (push-pull)**: every `pushpull_interval` with every live
+//!   member (memberlist picks one at random; with a handful of members all
+//!   of them is cheap and converges in one interval), and as soon as a
 //!   member becomes alive (join, restart, healed partition), the full state
 //!   is sent to it and its full state comes back; both sides merge. Merges
 //!   are idempotent and order-independent, so duplicates and reordering do
@@ -37,7 +40,9 @@
 //! - **Settling**: as Alertmanager, a member waits (at most
 //!   `settle_timeout`) until the number of live members stayed the same
 //!   for three polls `10 × gossip_interval` apart before it notifies, so
-//!   that a starting member learns the others' logs first.
+//!   that a starting member learns the others' logs first. (That is all
+//!   `gossip_interval` drives here: changes are not queued for gossip
+//!   rounds but sent at once.)
 //!
 //! State received from peers is persisted like local state (the same
 //! snapshot files), and every tenant is replicated separately.
