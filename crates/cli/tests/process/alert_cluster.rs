@@ -431,3 +431,65 @@ async fn cluster_peers_come_from_consul() {
     let b = ready_with_peers(&members[1].web, 2).await;
     assert_eq!(a, b);
 }
+
+#[tokio::test]
+async fn cluster_replicates_each_tenant_apart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (hook, _notifications) = webhook().await;
+    std::fs::write(dir.path().join("alertmanager.yml"), alertmanager_yml(&hook))
+        .expect("write config");
+    let cluster_ports = [free_port(), free_port()];
+    let mut members = Vec::new();
+    for i in 0..2 {
+        let flags = vec![
+            "--auth.enabled".to_string(),
+            format!("--cluster.peer=127.0.0.1:{}", cluster_ports[1 - i]),
+        ];
+        members.push(start_member(dir.path(), i, free_port(), cluster_ports[i], &flags).await);
+    }
+    ready_with_peers(&members[1].web, 2).await;
+    let client = reqwest::Client::new();
+    let now = chrono::Utc::now();
+    let resp = client
+        .post(format!("http://{}/api/v2/silences", members[0].web))
+        .header("X-Scope-OrgID", "team-a")
+        .json(&json!({
+            "matchers": [{"name": "alertname", "value": "X", "isRegex": false, "isEqual": true}],
+            "startsAt": now.to_rfc3339(),
+            "endsAt": (now + chrono::Duration::hours(1)).to_rfc3339(),
+            "createdBy": "test",
+            "comment": "tenant test",
+        }))
+        .send()
+        .await
+        .expect("post silence");
+    assert_eq!(resp.status(), 200);
+    let id = resp.json::<Value>().await.expect("silence id")["silenceID"]
+        .as_str()
+        .expect("silenceID")
+        .to_string();
+    let silences_of = |tenant: &'static str| {
+        let client = client.clone();
+        let web = members[1].web.clone();
+        async move {
+            let resp = client
+                .get(format!("http://{web}/api/v2/silences"))
+                .header("X-Scope-OrgID", tenant)
+                .send()
+                .await
+                .ok()?;
+            resp.json::<Value>().await.ok()
+        }
+    };
+    eventually(
+        "team-a's silence on the other member",
+        Duration::from_secs(10),
+        || async {
+            let list = silences_of("team-a").await?;
+            (list[0]["id"] == id.as_str()).then_some(())
+        },
+    )
+    .await;
+    let other = silences_of("team-b").await.expect("team-b's silences");
+    assert_eq!(other, json!([]), "a silence crossed tenants");
+}
