@@ -177,6 +177,30 @@ async fn wait_active_silence(web: &str, path: &str) {
     assert_eq!(silence["status"]["state"], "active");
 }
 
+/// Creates a silence of `alertname=<value>` for an hour on the member at
+/// `web` (as `tenant`, when given) and returns its id.
+async fn create_silence(web: &str, tenant: Option<&str>, value: &str) -> String {
+    let now = chrono::Utc::now();
+    let mut request = reqwest::Client::new()
+        .post(format!("http://{web}/api/v2/silences"))
+        .json(&json!({
+            "matchers": [{"name": "alertname", "value": value, "isRegex": false, "isEqual": true}],
+            "startsAt": now.to_rfc3339(),
+            "endsAt": (now + chrono::Duration::hours(1)).to_rfc3339(),
+            "createdBy": "test",
+            "comment": "cluster test",
+        }));
+    if let Some(tenant) = tenant {
+        request = request.header("X-Scope-OrgID", tenant);
+    }
+    let resp = request.send().await.expect("post silence");
+    assert_eq!(resp.status(), 200);
+    resp.json::<Value>().await.expect("silence id")["silenceID"]
+        .as_str()
+        .expect("silenceID")
+        .to_string()
+}
+
 async fn post_alerts(web: &str, alertnames: &[&str]) -> bool {
     let alerts: Vec<Value> = alertnames
         .iter()
@@ -322,24 +346,7 @@ async fn cluster_deduplicates_shares_silences_and_survives_a_dead_member() {
     }
 
     // A silence made on one member mutes on every member.
-    let now = chrono::Utc::now();
-    let resp = reqwest::Client::new()
-        .post(format!("http://{}/api/v2/silences", members[(first + 1) % 3].web))
-        .json(&json!({
-            "matchers": [{"name": "alertname", "value": "Silenced", "isRegex": false, "isEqual": true}],
-            "startsAt": now.to_rfc3339(),
-            "endsAt": (now + chrono::Duration::hours(1)).to_rfc3339(),
-            "createdBy": "test",
-            "comment": "cluster test",
-        }))
-        .send()
-        .await
-        .expect("post silence");
-    assert_eq!(resp.status(), 200);
-    let id = resp.json::<Value>().await.expect("silence id")["silenceID"]
-        .as_str()
-        .expect("silenceID")
-        .to_string();
+    let id = create_silence(&members[(first + 1) % 3].web, None, "Silenced").await;
     let silence_path = format!("/api/v2/silence/{id}");
     for m in &members {
         wait_active_silence(&m.web, &silence_path).await;
@@ -448,26 +455,8 @@ async fn cluster_replicates_each_tenant_apart() {
         members.push(start_member(dir.path(), i, free_port(), cluster_ports[i], &flags).await);
     }
     ready_with_peers(&members[1].web, 2).await;
+    let id = create_silence(&members[0].web, Some("team-a"), "X").await;
     let client = reqwest::Client::new();
-    let now = chrono::Utc::now();
-    let resp = client
-        .post(format!("http://{}/api/v2/silences", members[0].web))
-        .header("X-Scope-OrgID", "team-a")
-        .json(&json!({
-            "matchers": [{"name": "alertname", "value": "X", "isRegex": false, "isEqual": true}],
-            "startsAt": now.to_rfc3339(),
-            "endsAt": (now + chrono::Duration::hours(1)).to_rfc3339(),
-            "createdBy": "test",
-            "comment": "tenant test",
-        }))
-        .send()
-        .await
-        .expect("post silence");
-    assert_eq!(resp.status(), 200);
-    let id = resp.json::<Value>().await.expect("silence id")["silenceID"]
-        .as_str()
-        .expect("silenceID")
-        .to_string();
     let silences_of = |tenant: &'static str| {
         let client = client.clone();
         let web = members[1].web.clone();
