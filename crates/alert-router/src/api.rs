@@ -145,14 +145,26 @@ fn match_filter_labels(matchers: &[Matcher], labels: &BTreeMap<String, String>) 
 async fn status(State(state): State<ApiState>) -> Response {
     let shared = &state.shared;
     let config = shared.config();
+    // As Alertmanager: without clustering only `disabled` and no peers;
+    // with it this member's name, `settling` or `ready`, and every live
+    // member (itself included) sorted by name.
+    let cluster = match &shared.cluster {
+        None => json!({"status": "disabled", "peers": []}),
+        Some(c) => {
+            let status = c.status();
+            json!({
+                "name": status.name,
+                "status": status.status,
+                "peers": status.peers.iter()
+                    .map(|p| json!({"name": p.name, "address": p.address}))
+                    .collect::<Vec<_>>(),
+            })
+        }
+    };
     json_response(
         StatusCode::OK,
         &json!({
-            "cluster": {
-                "name": shared.node_name,
-                "status": "ready",
-                "peers": [{"name": shared.node_name, "address": shared.advertise}],
-            },
+            "cluster": cluster,
             "config": {"original": config.original},
             "uptime": format_rfc3339_millis(&shared.started),
             "versionInfo": {

@@ -2,10 +2,12 @@
 //! configuration file, serves API v2 (amtool, Grafana, Prometheus), groups
 //! alerts with Alertmanager's timers, inhibits, silences, deduplicates
 //! through a notification log, retries, and notifies webhook receivers.
-//! Silences and the notification log persist under the storage path.
+//! Silences and the notification log persist under the storage path and,
+//! with clustering on, are shared with the peers (`cluster`).
 
 pub mod amconfig;
 pub mod api;
+pub mod cluster;
 pub mod matcher;
 pub mod metrics;
 pub mod model;
@@ -50,6 +52,9 @@ pub struct Config {
     pub route_prefix: Option<String>,
     /// How long expired silences are kept.
     pub data_retention: ConfigDuration,
+    /// High availability with other routers [default: off; `lucia
+    /// alert-router` listens on `0.0.0.0:9094` as Alertmanager does].
+    pub cluster: cluster::ClusterConfig,
 }
 
 impl Default for Config {
@@ -60,6 +65,7 @@ impl Default for Config {
             external_url: None,
             route_prefix: None,
             data_retention: ConfigDuration::from_secs(120 * 3600),
+            cluster: cluster::ClusterConfig::default(),
         }
     }
 }
@@ -77,6 +83,8 @@ pub enum Error {
     NotFound(String),
     #[error(transparent)]
     Tenant(#[from] lucia_common::tenant::TenantError),
+    #[error(transparent)]
+    Cluster(#[from] cluster::ClusterError),
     #[error("{0}")]
     Internal(String),
 }
@@ -88,7 +96,7 @@ impl Error {
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Tenant(lucia_common::tenant::TenantError::Missing) => StatusCode::UNAUTHORIZED,
             Error::Tenant(_) => StatusCode::BAD_REQUEST,
-            Error::Io(_) | Error::Config(_) | Error::Internal(_) => {
+            Error::Io(_) | Error::Config(_) | Error::Internal(_) | Error::Cluster(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         }
@@ -168,6 +176,18 @@ pub async fn start(config: Config, ctx: RoleContext) -> Result<Role, Error> {
     let client = reqwest::Client::builder()
         .build()
         .map_err(|e| Error::Internal(format!("cannot build the HTTP client: {e}")))?;
+    let cluster_start = cluster::Cluster::start(cluster::StartOptions {
+        config: &config.cluster,
+        name: node_name(),
+        web_addr: ctx.advertise_addr,
+        consul: ctx.consul.clone(),
+        metrics: &ctx.metrics,
+        shutdown: ctx.shutdown.clone(),
+    })
+    .await?;
+    let cluster_member = cluster_start
+        .as_ref()
+        .map(|started| started.cluster.clone());
     let shared = Arc::new(Shared {
         config: RwLock::new(Arc::new(am)),
         external_url: external_url.trim_end_matches('/').to_string(),
@@ -179,10 +199,15 @@ pub async fn start(config: Config, ctx: RoleContext) -> Result<Role, Error> {
         tenants: Mutex::new(Default::default()),
         shutdown: ctx.shutdown.clone(),
         started: Utc::now(),
-        node_name: node_name(),
-        advertise: ctx.advertise_addr.to_string(),
+        cluster: cluster_member.clone(),
     });
+    // Tenants first, so that the first full sync already carries their
+    // silences and log.
     shared.load_tenants()?;
+    let cluster_stopped = cluster_start.map(|started| {
+        let replicated: Arc<dyn cluster::Replicated> = shared.clone();
+        started.run(Arc::downgrade(&replicated))
+    });
 
     let config_file = config.config_file.clone();
     let reload_shared = shared.clone();
@@ -232,9 +257,16 @@ pub async fn start(config: Config, ctx: RoleContext) -> Result<Role, Error> {
     let stopped = async move {
         stop.cancelled().await;
         let _ = maintenance.await;
+        if let Some(cluster_stopped) = cluster_stopped {
+            cluster_stopped.await;
+        }
         shared.snapshot_all();
     };
-    Ok(Role::new("alert_router", router, stopped))
+    let role = Role::new("alert_router", router, stopped);
+    Ok(match &cluster_member {
+        Some(c) => role.with_meta(cluster::discovery::META_KEY, c.address.clone()),
+        None => role,
+    })
 }
 
 fn spawn_sighup(reload: Arc<dyn Fn() -> Result<(), Error> + Send + Sync>, stop: Shutdown) {
@@ -281,5 +313,21 @@ mod tests {
         };
         assert_eq!(route_prefix(&c, "http://h:9093/x"), "/alertmanager");
         assert_eq!(node_name().len(), 26);
+    }
+
+    #[test]
+    fn cluster_block_of_lucias_file() {
+        // Off unless configured (`lucia all`).
+        let c: Config = serde_saphyr::from_str("config_file: am.yml\n").unwrap();
+        assert!(!c.cluster.enabled());
+        let c: Config = serde_saphyr::from_str(
+            "cluster:\n  listen_address: 0.0.0.0:9094\n  peers: [am-2:9094]\n  peer_timeout: 5s\n",
+        )
+        .unwrap();
+        assert!(c.cluster.enabled());
+        assert_eq!(c.cluster.peers, vec!["am-2:9094".to_string()]);
+        assert_eq!(c.cluster.peer_timeout, ConfigDuration::from_secs(5));
+        assert_eq!(c.cluster.gossip_interval, ConfigDuration::from_millis(200));
+        assert!(serde_saphyr::from_str::<Config>("cluster:\n  nope: 1\n").is_err());
     }
 }

@@ -1,6 +1,8 @@
 //! The notification log: what each integration of each group was last sent,
 //! so that a flush notifies only when something changed or the repeat
-//! interval has passed, also across restarts.
+//! interval has passed, also across restarts. In a cluster each new entry
+//! is handed to the broadcast hook, and peers' entries are merged with
+//! Alertmanager's rule: per (group key, receiver) the later timestamp wins.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -19,21 +21,53 @@ pub struct Entry {
     pub expires_at: Time,
 }
 
-#[derive(Serialize, Deserialize)]
-struct Stored {
-    group_key: String,
-    receiver: String,
-    firing: Vec<u64>,
-    resolved: Vec<u64>,
-    timestamp: i64,
-    expires_at: i64,
+/// An entry as the snapshot file and the cluster's messages carry it
+/// (times in milliseconds since the epoch).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stored {
+    pub group_key: String,
+    pub receiver: String,
+    pub firing: Vec<u64>,
+    pub resolved: Vec<u64>,
+    pub timestamp: i64,
+    pub expires_at: i64,
 }
+
+impl Stored {
+    fn of(group_key: &str, receiver: &str, e: &Entry) -> Self {
+        Stored {
+            group_key: group_key.to_string(),
+            receiver: receiver.to_string(),
+            firing: e.firing.iter().copied().collect(),
+            resolved: e.resolved.iter().copied().collect(),
+            timestamp: persist::to_millis(&e.timestamp),
+            expires_at: persist::to_millis(&e.expires_at),
+        }
+    }
+
+    fn into_entry(self) -> ((String, String), Entry) {
+        (
+            (self.group_key, self.receiver),
+            Entry {
+                firing: self.firing.into_iter().collect(),
+                resolved: self.resolved.into_iter().collect(),
+                timestamp: persist::from_millis(self.timestamp),
+                expires_at: persist::from_millis(self.expires_at),
+            },
+        )
+    }
+}
+
+/// Called with each entry logged here, so that the cluster can send it to
+/// the peers.
+pub type Broadcast = std::sync::Arc<dyn Fn(Stored) + Send + Sync>;
 
 /// The log of one tenant, keyed by group key and receiver integration
 /// (`receiver/integration/index`).
 pub struct NotificationLog {
     entries: Mutex<HashMap<(String, String), Entry>>,
     path: Option<PathBuf>,
+    broadcast: std::sync::OnceLock<Broadcast>,
 }
 
 impl NotificationLog {
@@ -48,22 +82,56 @@ impl NotificationLog {
                     format!("notification log snapshot {}: {e}", p.display()),
                 )
             })?;
-            for s in stored {
-                entries.insert(
-                    (s.group_key, s.receiver),
-                    Entry {
-                        firing: s.firing.into_iter().collect(),
-                        resolved: s.resolved.into_iter().collect(),
-                        timestamp: persist::from_millis(s.timestamp),
-                        expires_at: persist::from_millis(s.expires_at),
-                    },
-                );
-            }
+            entries.extend(stored.into_iter().map(Stored::into_entry));
         }
         Ok(Self {
             entries: Mutex::new(entries),
             path,
+            broadcast: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Sets the hook that receives every entry logged here (once; the
+    /// cluster sets it when the tenant is opened).
+    pub fn set_broadcast(&self, broadcast: Broadcast) {
+        let _ = self.broadcast.set(broadcast);
+    }
+
+    /// Every entry, for a peer's full-state sync.
+    pub fn export(&self) -> Vec<Stored> {
+        self.entries
+            .lock()
+            .iter()
+            .map(|((g, r), e)| Stored::of(g, r, e))
+            .collect()
+    }
+
+    /// Merges entries from a peer: one wins when it is new here or has a
+    /// later timestamp than ours (Alertmanager's rule); expired entries
+    /// are not taken. Persists when something changed and returns how
+    /// many entries changed.
+    pub fn merge(&self, incoming: Vec<Stored>, now: Time) -> usize {
+        let mut changed = 0;
+        {
+            let mut entries = self.entries.lock();
+            for (key, entry) in incoming.into_iter().map(Stored::into_entry) {
+                if entry.expires_at <= now
+                    || entries
+                        .get(&key)
+                        .is_some_and(|prev| prev.timestamp >= entry.timestamp)
+                {
+                    continue;
+                }
+                entries.insert(key, entry);
+                changed += 1;
+            }
+        }
+        if changed > 0
+            && let Err(err) = self.snapshot()
+        {
+            tracing::error!(%err, "cannot write the notification log snapshot");
+        }
+        changed
     }
 
     pub fn query(&self, group_key: &str, receiver: &str) -> Option<Entry> {
@@ -83,15 +151,20 @@ impl NotificationLog {
         expiry: std::time::Duration,
     ) {
         let expires_at = now + chrono::Duration::from_std(expiry).unwrap_or(chrono::Duration::MAX);
-        self.entries.lock().insert(
-            (group_key.to_string(), receiver.to_string()),
-            Entry {
-                firing,
-                resolved,
-                timestamp: now,
-                expires_at,
-            },
-        );
+        let entry = Entry {
+            firing,
+            resolved,
+            timestamp: now,
+            expires_at,
+        };
+        // Handed to the cluster before the snapshot's fsync, so that peers
+        // waiting out their position see it as early as possible.
+        if let Some(broadcast) = self.broadcast.get() {
+            broadcast(Stored::of(group_key, receiver, &entry));
+        }
+        self.entries
+            .lock()
+            .insert((group_key.to_string(), receiver.to_string()), entry);
         if let Err(err) = self.snapshot() {
             tracing::error!(%err, "cannot write the notification log snapshot");
         }
@@ -109,19 +182,7 @@ impl NotificationLog {
         let Some(path) = &self.path else {
             return Ok(());
         };
-        let stored: Vec<Stored> = self
-            .entries
-            .lock()
-            .iter()
-            .map(|((g, r), e)| Stored {
-                group_key: g.clone(),
-                receiver: r.clone(),
-                firing: e.firing.iter().copied().collect(),
-                resolved: e.resolved.iter().copied().collect(),
-                timestamp: persist::to_millis(&e.timestamp),
-                expires_at: persist::to_millis(&e.expires_at),
-            })
-            .collect();
+        let stored = self.export();
         let bytes = serde_json::to_vec(&stored).map_err(std::io::Error::other)?;
         persist::write_atomic(path, &bytes)
     }
@@ -223,6 +284,40 @@ mod tests {
             hour,
             later
         ));
+    }
+
+    #[test]
+    fn broadcasts_and_merges_the_later_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = NotificationLog::open(None).unwrap();
+        let sent = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let sink = sent.clone();
+        a.set_broadcast(std::sync::Arc::new(move |e: Stored| sink.lock().push(e)));
+        let now = Utc::now();
+        let minute = Duration::from_secs(60);
+        a.log("g", "r/webhook/0", set(&[1]), set(&[]), now, minute);
+        assert_eq!(sent.lock().len(), 1);
+
+        let path = dir.path().join("nflog.json");
+        let b = NotificationLog::open(Some(path.clone())).unwrap();
+        assert_eq!(b.merge(sent.lock().clone(), now), 1);
+        assert_eq!(b.merge(a.export(), now), 0, "the same entry again");
+        // Merged entries are persisted like local ones.
+        let reopened = NotificationLog::open(Some(path)).unwrap();
+        assert_eq!(
+            reopened.query("g", "r/webhook/0").unwrap().firing,
+            set(&[1])
+        );
+        // The later timestamp wins; an older one does not overwrite it.
+        let later = now + chrono::Duration::seconds(5);
+        b.log("g", "r/webhook/0", set(&[1, 2]), set(&[]), later, minute);
+        assert_eq!(b.merge(a.export(), later), 0);
+        assert_eq!(a.merge(b.export(), later), 1);
+        assert_eq!(a.query("g", "r/webhook/0").unwrap().firing, set(&[1, 2]));
+        // Expired entries are not taken.
+        let mut old = b.export();
+        old[0].group_key = "other".to_string();
+        assert_eq!(a.merge(old, later + chrono::Duration::minutes(2)), 0);
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Silences: create, update, expire, query, match, and persist to a
-//! snapshot file under the storage path.
+//! snapshot file under the storage path. In a cluster every local change
+//! is handed to the broadcast hook, and peers' silences are merged with
+//! Alertmanager's rule (the later `updatedAt` wins).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -119,22 +121,59 @@ fn compile(matchers: &[ApiMatcher]) -> Result<Matchers, String> {
     Ok(Matchers(out))
 }
 
-#[derive(Serialize, Deserialize)]
-struct Stored {
-    id: String,
-    matchers: Vec<ApiMatcher>,
-    starts_at: i64,
-    ends_at: i64,
-    updated_at: i64,
-    created_by: String,
-    comment: String,
+/// A silence as the snapshot file and the cluster's messages carry it
+/// (times in milliseconds since the epoch).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stored {
+    pub id: String,
+    pub matchers: Vec<ApiMatcher>,
+    pub starts_at: i64,
+    pub ends_at: i64,
+    pub updated_at: i64,
+    pub created_by: String,
+    pub comment: String,
 }
+
+impl Stored {
+    fn of(s: &Silence) -> Self {
+        Stored {
+            id: s.id.clone(),
+            matchers: s.matchers.clone(),
+            starts_at: persist::to_millis(&s.starts_at),
+            ends_at: persist::to_millis(&s.ends_at),
+            updated_at: persist::to_millis(&s.updated_at),
+            created_by: s.created_by.clone(),
+            comment: s.comment.clone(),
+        }
+    }
+
+    /// The silence, or `None` when its matchers do not compile (a peer
+    /// with other rules, or a damaged file).
+    fn into_silence(self) -> Option<Silence> {
+        let compiled = compile(&self.matchers).ok()?;
+        Some(Silence {
+            id: self.id,
+            matchers: self.matchers,
+            starts_at: persist::from_millis(self.starts_at),
+            ends_at: persist::from_millis(self.ends_at),
+            updated_at: persist::from_millis(self.updated_at),
+            created_by: self.created_by,
+            comment: self.comment,
+            compiled,
+        })
+    }
+}
+
+/// Called with the silences a local change created or changed, so that
+/// the cluster can send them to the peers.
+pub type Broadcast = std::sync::Arc<dyn Fn(Vec<Stored>) + Send + Sync>;
 
 /// The silences of one tenant.
 pub struct Silences {
     inner: Mutex<BTreeMap<String, Silence>>,
     path: Option<PathBuf>,
     retention: Duration,
+    broadcast: std::sync::OnceLock<Broadcast>,
 }
 
 impl Silences {
@@ -150,30 +189,72 @@ impl Silences {
                     format!("silence snapshot {}: {e}", p.display()),
                 )
             })?;
-            for s in stored {
-                let Ok(compiled) = compile(&s.matchers) else {
-                    continue;
-                };
-                map.insert(
-                    s.id.clone(),
-                    Silence {
-                        id: s.id,
-                        matchers: s.matchers,
-                        starts_at: persist::from_millis(s.starts_at),
-                        ends_at: persist::from_millis(s.ends_at),
-                        updated_at: persist::from_millis(s.updated_at),
-                        created_by: s.created_by,
-                        comment: s.comment,
-                        compiled,
-                    },
-                );
+            for s in stored.into_iter().filter_map(Stored::into_silence) {
+                map.insert(s.id.clone(), s);
             }
         }
         Ok(Self {
             inner: Mutex::new(map),
             path,
             retention,
+            broadcast: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Sets the hook that receives every local change (once; the cluster
+    /// sets it when the tenant is opened).
+    pub fn set_broadcast(&self, broadcast: Broadcast) {
+        let _ = self.broadcast.set(broadcast);
+    }
+
+    fn broadcast(&self, ids: &[&str]) {
+        let Some(broadcast) = self.broadcast.get() else {
+            return;
+        };
+        let changed: Vec<Stored> = {
+            let map = self.inner.lock();
+            ids.iter()
+                .filter_map(|id| map.get(*id))
+                .map(Stored::of)
+                .collect()
+        };
+        if !changed.is_empty() {
+            broadcast(changed);
+        }
+    }
+
+    /// Every silence, for a peer's full-state sync.
+    pub fn export(&self) -> Vec<Stored> {
+        self.inner.lock().values().map(Stored::of).collect()
+    }
+
+    /// Merges silences from a peer: one wins when it is new here or was
+    /// updated later than ours (Alertmanager's rule); silences past the
+    /// retention are not taken. Persists when something changed and
+    /// returns how many silences changed.
+    pub fn merge(&self, incoming: Vec<Stored>, now: Time) -> usize {
+        let retention = chrono::Duration::from_std(self.retention).unwrap_or(chrono::Duration::MAX);
+        let mut changed = 0;
+        {
+            let mut map = self.inner.lock();
+            for s in incoming.into_iter().filter_map(Stored::into_silence) {
+                if s.ends_at + retention <= now {
+                    continue;
+                }
+                if map
+                    .get(&s.id)
+                    .is_some_and(|prev| prev.updated_at >= s.updated_at)
+                {
+                    continue;
+                }
+                map.insert(s.id.clone(), s);
+                changed += 1;
+            }
+        }
+        if changed > 0 {
+            self.persist();
+        }
+        changed
     }
 
     /// Writes the snapshot.
@@ -181,20 +262,7 @@ impl Silences {
         let Some(path) = &self.path else {
             return Ok(());
         };
-        let stored: Vec<Stored> = self
-            .inner
-            .lock()
-            .values()
-            .map(|s| Stored {
-                id: s.id.clone(),
-                matchers: s.matchers.clone(),
-                starts_at: persist::to_millis(&s.starts_at),
-                ends_at: persist::to_millis(&s.ends_at),
-                updated_at: persist::to_millis(&s.updated_at),
-                created_by: s.created_by.clone(),
-                comment: s.comment.clone(),
-            })
-            .collect();
+        let stored = self.export();
         let bytes = serde_json::to_vec(&stored).map_err(std::io::Error::other)?;
         persist::write_atomic(path, &bytes)
     }
@@ -259,11 +327,14 @@ impl Silences {
             compiled,
         };
         let mut map = self.inner.lock();
+        // The silence replaced by a new one (expired), for the broadcast.
+        let mut replaced = None;
         let id = match new.id.filter(|id| !id.is_empty()) {
             Some(id) => {
                 let prev = map.get(&id).cloned().ok_or(SilenceError::NotFound)?;
                 if can_update(&prev, &silence, now) {
                     silence.id = id.clone();
+                    silence.updated_at = later_update(prev.updated_at, now);
                     // An active silence keeps its start.
                     if prev.state(now) == SilenceState::Active {
                         silence.starts_at = prev.starts_at;
@@ -275,6 +346,7 @@ impl Silences {
                         && let Some(p) = map.get_mut(&id)
                     {
                         expire_in_place(p, now);
+                        replaced = Some(id.clone());
                     }
                     let new_id = new_uuid();
                     silence.id = new_id.clone();
@@ -291,6 +363,9 @@ impl Silences {
         };
         drop(map);
         self.persist();
+        let mut changed = vec![id.as_str()];
+        changed.extend(replaced.as_deref());
+        self.broadcast(&changed);
         Ok(id)
     }
 
@@ -304,6 +379,7 @@ impl Silences {
         expire_in_place(s, now);
         drop(map);
         self.persist();
+        self.broadcast(&[id]);
         Ok(())
     }
 
@@ -344,7 +420,19 @@ fn expire_in_place(s: &mut Silence, now: Time) {
         s.starts_at = now;
     }
     s.ends_at = now;
-    s.updated_at = now;
+    s.updated_at = later_update(s.updated_at, now);
+}
+
+/// The `updatedAt` of a change to a silence last updated at `prev`: later
+/// than `prev` at the millisecond precision that is stored and sent, so
+/// that peers (where the later update wins) take a change made within the
+/// same millisecond.
+fn later_update(prev: Time, now: Time) -> Time {
+    if persist::to_millis(&now) > persist::to_millis(&prev) {
+        now
+    } else {
+        persist::from_millis(persist::to_millis(&prev) + 1)
+    }
 }
 
 /// Alertmanager's `canUpdate`: same matchers, and the change does not
@@ -408,6 +496,48 @@ mod tests {
         let reopened = Silences::open(Some(path), Duration::from_secs(3600)).unwrap();
         assert_eq!(reopened.all().len(), 2);
         assert!(reopened.mutes(&labels, Utc::now()).is_empty());
+    }
+
+    #[test]
+    fn broadcasts_local_changes_and_merges_the_later_update() {
+        let a = Silences::open(None, Duration::from_secs(3600)).unwrap();
+        let sent = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let sink = sent.clone();
+        a.set_broadcast(std::sync::Arc::new(move |changed: Vec<Stored>| {
+            sink.lock().extend(changed)
+        }));
+        let id = a.set(new_silence("alertname", "A", 1)).unwrap();
+        assert_eq!(sent.lock().len(), 1);
+        // Replacing a silence sends the new one and the expired old one.
+        let mut update = new_silence("alertname", "B", 1);
+        update.id = Some(id.clone());
+        let id2 = a.set(update).unwrap();
+        let ids: Vec<String> = sent.lock().iter().map(|s| s.id.clone()).collect();
+        assert_eq!(ids, vec![id.clone(), id2.clone(), id.clone()]);
+
+        // A peer takes them; merging again changes nothing.
+        let b = Silences::open(None, Duration::from_secs(3600)).unwrap();
+        let now = Utc::now();
+        assert_eq!(b.merge(a.export(), now), 2);
+        assert_eq!(b.merge(a.export(), now), 0);
+        let labels: LabelSet = [("alertname".to_string(), "B".to_string())].into();
+        assert_eq!(b.mutes(&labels, now), vec![id2.clone()]);
+        // The later updatedAt wins, whichever side it comes from (an
+        // update within the same millisecond still counts as later).
+        b.expire(&id2).unwrap();
+        assert!(b.get(&id2).unwrap().updated_at > a.get(&id2).unwrap().updated_at);
+        let mut stale = a.export();
+        assert_eq!(b.merge(stale.clone(), Utc::now()), 0);
+        assert!(b.mutes(&labels, Utc::now()).is_empty());
+        assert_eq!(a.merge(b.export(), Utc::now()), 1);
+        assert!(a.mutes(&labels, Utc::now()).is_empty());
+        // Silences past the retention and broken ones are not taken.
+        for s in &mut stale {
+            s.id = new_uuid();
+            s.ends_at -= 2 * 3600 * 1000;
+        }
+        stale[0].matchers.clear();
+        assert_eq!(b.merge(stale, Utc::now()), 0);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::amconfig::{AmConfig, Route, RouteOpts};
+use crate::cluster::{Cluster, Replicated, TenantState};
 use crate::metrics::{RouterMetrics, StateLabel, StatusLabel};
 use crate::model::{Alert, LabelSet, Time, fingerprint, labelset_string};
 use crate::nflog::{NotificationLog, needs_update};
@@ -33,8 +34,8 @@ pub struct Shared {
     pub tenants: Mutex<HashMap<String, Arc<Tenant>>>,
     pub shutdown: Shutdown,
     pub started: Time,
-    pub node_name: String,
-    pub advertise: String,
+    /// This member of the cluster, when clustering is on.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 impl Shared {
@@ -43,7 +44,7 @@ impl Shared {
     }
 
     /// The tenant's state, created (and its snapshots loaded) on first use.
-    pub fn tenant(self: &Arc<Self>, name: &str) -> std::io::Result<Arc<Tenant>> {
+    pub fn tenant(&self, name: &str) -> std::io::Result<Arc<Tenant>> {
         let mut tenants = self.tenants.lock();
         if let Some(t) = tenants.get(name) {
             return Ok(t.clone());
@@ -60,6 +61,28 @@ impl Shared {
             nflog: NotificationLog::open(Some(dir.join("nflog.json")))?,
             dispatcher: Mutex::new(Dispatcher::new(self.config(), self.shutdown.child_token())),
         });
+        if let Some(cluster) = &self.cluster {
+            let (c, tenant_name) = (cluster.clone(), name.to_string());
+            tenant.silences.set_broadcast(Arc::new(
+                move |silences: Vec<crate::silences::Stored>| {
+                    c.broadcast(TenantState {
+                        tenant: tenant_name.clone(),
+                        silences,
+                        nflog: Vec::new(),
+                    });
+                },
+            ));
+            let (c, tenant_name) = (cluster.clone(), name.to_string());
+            tenant
+                .nflog
+                .set_broadcast(Arc::new(move |entry: crate::nflog::Stored| {
+                    c.broadcast(TenantState {
+                        tenant: tenant_name.clone(),
+                        silences: Vec::new(),
+                        nflog: vec![entry],
+                    });
+                }));
+        }
         tenants.insert(name.to_string(), tenant.clone());
         Ok(tenant)
     }
@@ -170,6 +193,50 @@ impl Shared {
             }
             if let Err(err) = t.nflog.snapshot() {
                 tracing::error!(%err, tenant = %t.name, "cannot write the notification log");
+            }
+        }
+    }
+}
+
+/// The cluster replicates every tenant's silences and notification log.
+impl Replicated for Shared {
+    fn full_state(&self) -> Vec<TenantState> {
+        self.all_tenants()
+            .iter()
+            .map(|t| TenantState {
+                tenant: t.name.clone(),
+                silences: t.silences.export(),
+                nflog: t.nflog.export(),
+            })
+            .collect()
+    }
+
+    fn merge(&self, states: Vec<TenantState>) {
+        let now = Utc::now();
+        for state in states {
+            // A peer must be tenanted as this member is: a single-tenant
+            // member takes only the default tenant's state.
+            let acceptable = if self.multi_tenant {
+                lucia_common::tenant::validate_tenant(&state.tenant).is_ok()
+            } else {
+                state.tenant == lucia_common::tenant::DEFAULT_TENANT
+            };
+            if !acceptable {
+                tracing::warn!(tenant = %state.tenant, multi_tenant = self.multi_tenant,
+                    "ignoring a peer's state of a tenant this member does not have: give every member the same --auth.enabled");
+                continue;
+            }
+            let tenant = match self.tenant(&state.tenant) {
+                Ok(t) => t,
+                Err(err) => {
+                    tracing::error!(%err, tenant = %state.tenant, "cannot open the tenant's state for a peer's changes");
+                    continue;
+                }
+            };
+            let silences = tenant.silences.merge(state.silences, now);
+            let entries = tenant.nflog.merge(state.nflog, now);
+            if silences + entries > 0 {
+                tracing::debug!(tenant = %state.tenant, silences, entries, "merged a peer's state");
             }
         }
     }
@@ -430,6 +497,11 @@ async fn notify_group(
     alerts: &[Alert],
     now: Time,
 ) -> bool {
+    if let Some(cluster) = &shared.cluster {
+        // As Alertmanager's gossip-settle stage: a starting member first
+        // learns the peers' silences and log.
+        cluster.wait_settled().await;
+    }
     let mut alerts: Vec<Alert> = alerts
         .iter()
         .filter(|a| tenant.inhibited_by(&a.labels, config).is_empty())
@@ -451,6 +523,16 @@ async fn notify_group(
     alerts.retain(|a| tenant.silences.mutes(&a.labels, now).is_empty());
     if alerts.is_empty() {
         return true;
+    }
+    if let Some(cluster) = &shared.cluster {
+        // Alertmanager's cluster wait: the member at position n waits n
+        // peer timeouts, so that the log entry of whoever notified first
+        // reaches it and the dedup check below skips the group.
+        let delay = cluster.notify_delay();
+        if !delay.is_zero() {
+            tracing::debug!(group = %group.key, ?delay, "waiting for the peers before notifying");
+            tokio::time::sleep(delay).await;
+        }
     }
     let Some(receiver) = config.receivers.get(&group.opts.receiver) else {
         tracing::error!(receiver = %group.opts.receiver, "receiver missing from the config");

@@ -46,7 +46,7 @@ enum Command {
     /// Evaluate recording and alerting rules (PromQL against tsdb, LogQL against the querier) and send alerts
     Ruler(RoleArgs),
     /// Route alerts to receivers: an Alertmanager drop-in (Alertmanager's flags and config file)
-    AlertRouter(AlertRouterArgs),
+    AlertRouter(Box<AlertRouterArgs>),
     /// The front door for Grafana: one address for the Loki, Prometheus and Alertmanager APIs, with auth, tenants and routing to every role
     Gateway(RoleArgs),
     /// Ship log files to Lucia or Loki, configured by a Promtail configuration file
@@ -222,7 +222,7 @@ struct AlertRouterArgs {
     /// Require X-Scope-OrgID on every request and keep tenants apart
     #[arg(long = "auth.enabled")]
     auth_enabled: bool,
-    /// Register in Consul at this address (host:port)
+    /// Register in Consul at this address (host:port), and find cluster peers there
     #[arg(long = "consul.address", value_name = "ADDR")]
     consul_address: Option<String>,
     /// Log level: error, warn, info, debug or trace
@@ -231,6 +231,144 @@ struct AlertRouterArgs {
     /// Log format: text (or logfmt) or json
     #[arg(long = "log.format", default_value = "text", value_name = "FORMAT")]
     log_format: LogFormat,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+/// Alertmanager's `--cluster.*` flags (high availability).
+#[derive(Args, Clone)]
+struct ClusterArgs {
+    /// Listen address of the cluster; an empty string disables clustering
+    #[arg(
+        long = "cluster.listen-address",
+        default_value = "0.0.0.0:9094",
+        value_name = "ADDR"
+    )]
+    cluster_listen_address: String,
+    /// Address the peers reach this member at [default: the listen address, or this host's IP]
+    #[arg(long = "cluster.advertise-address", value_name = "ADDR")]
+    advertise_address: Option<String>,
+    /// Initial peer (host:port of its cluster listener); may be repeated
+    #[arg(long = "cluster.peer", value_name = "ADDR")]
+    peers: Vec<String>,
+    /// Name of this member [default: a new ULID at each start]
+    #[arg(long = "cluster.peer-name", value_name = "NAME")]
+    peer_name: Option<String>,
+    /// Wait per position in the cluster before notifying
+    #[arg(
+        long = "cluster.peer-timeout",
+        default_value = "15s",
+        value_name = "DURATION"
+    )]
+    peer_timeout: String,
+    /// Settle polls run every ten gossip intervals
+    #[arg(
+        long = "cluster.gossip-interval",
+        default_value = "200ms",
+        value_name = "DURATION"
+    )]
+    gossip_interval: String,
+    /// How often the full state is exchanged with every member
+    #[arg(
+        long = "cluster.pushpull-interval",
+        default_value = "1m",
+        value_name = "DURATION"
+    )]
+    pushpull_interval: String,
+    /// Longest wait for the membership to settle before notifying
+    #[arg(
+        long = "cluster.settle-timeout",
+        default_value = "1m",
+        value_name = "DURATION"
+    )]
+    settle_timeout: String,
+    /// How often every member is pinged
+    #[arg(
+        long = "cluster.probe-interval",
+        default_value = "1s",
+        value_name = "DURATION"
+    )]
+    probe_interval: String,
+    /// How long a ping may take
+    #[arg(
+        long = "cluster.probe-timeout",
+        default_value = "500ms",
+        value_name = "DURATION"
+    )]
+    probe_timeout: String,
+    /// How often a failed member is tried again
+    #[arg(
+        long = "cluster.reconnect-interval",
+        default_value = "10s",
+        value_name = "DURATION"
+    )]
+    reconnect_interval: String,
+    /// How long a failed member is tried before it is forgotten
+    #[arg(
+        long = "cluster.reconnect-timeout",
+        default_value = "6h",
+        value_name = "DURATION"
+    )]
+    reconnect_timeout: String,
+    /// Timeout of a full state exchange
+    #[arg(
+        long = "cluster.tcp-timeout",
+        default_value = "10s",
+        value_name = "DURATION"
+    )]
+    tcp_timeout: String,
+    /// Members only talk to members with the same label
+    #[arg(long = "cluster.label", default_value = "", value_name = "LABEL")]
+    label: String,
+    /// Accepted for Alertmanager's command lines and ignored (peers are resolved at each probe)
+    #[arg(long = "cluster.peers-resolve-timeout", value_name = "DURATION")]
+    peers_resolve_timeout: Option<String>,
+    /// Accepted for Alertmanager's command lines and ignored
+    #[arg(long = "cluster.allow-insecure-public-advertise-address-discovery")]
+    allow_insecure_public_advertise: bool,
+    /// Not supported: the cluster protocol is plain HTTP (refused rather than silently unencrypted)
+    #[arg(long = "cluster.tls-config", value_name = "FILE")]
+    tls_config: Option<PathBuf>,
+}
+
+impl ClusterArgs {
+    fn config(&self) -> anyhow::Result<lucia_alert_router::cluster::ClusterConfig> {
+        use lucia_common::duration::{ConfigDuration, parse_duration};
+        let duration = |value: &str, flag: &str| {
+            parse_duration(value)
+                .map(ConfigDuration)
+                .with_context(|| format!("--{flag}"))
+        };
+        if let Some(file) = &self.tls_config {
+            anyhow::bail!(
+                "--cluster.tls-config {}: TLS between cluster members is not supported; \
+                 keep the cluster port on a private network and drop the flag",
+                file.display()
+            );
+        }
+        if self.peers_resolve_timeout.is_some() || self.allow_insecure_public_advertise {
+            tracing::warn!(
+                "--cluster.peers-resolve-timeout and \
+                 --cluster.allow-insecure-public-advertise-address-discovery are accepted and ignored"
+            );
+        }
+        Ok(lucia_alert_router::cluster::ClusterConfig {
+            listen_address: Some(self.cluster_listen_address.clone()),
+            advertise_address: self.advertise_address.clone(),
+            peers: self.peers.clone(),
+            peer_name: self.peer_name.clone(),
+            peer_timeout: duration(&self.peer_timeout, "cluster.peer-timeout")?,
+            gossip_interval: duration(&self.gossip_interval, "cluster.gossip-interval")?,
+            pushpull_interval: duration(&self.pushpull_interval, "cluster.pushpull-interval")?,
+            settle_timeout: duration(&self.settle_timeout, "cluster.settle-timeout")?,
+            probe_interval: duration(&self.probe_interval, "cluster.probe-interval")?,
+            probe_timeout: duration(&self.probe_timeout, "cluster.probe-timeout")?,
+            reconnect_interval: duration(&self.reconnect_interval, "cluster.reconnect-interval")?,
+            reconnect_timeout: duration(&self.reconnect_timeout, "cluster.reconnect-timeout")?,
+            tcp_timeout: duration(&self.tcp_timeout, "cluster.tcp-timeout")?,
+            label: self.label.clone(),
+        })
+    }
 }
 
 /// Promtail's flags have one dash (`-config.file=x`, `-dry-run`); clap wants
@@ -278,7 +416,7 @@ fn real_main() -> anyhow::Result<std::process::ExitCode> {
         return run_agent(args.clone());
     }
     if let Command::AlertRouter(args) = &cli.command {
-        return run_alert_router(args.clone());
+        return run_alert_router((**args).clone());
     }
     if let Command::Bench(BenchCommand::Push(args)) = cli.command {
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -387,12 +525,13 @@ fn run_agent(args: AgentArgs) -> anyhow::Result<std::process::ExitCode> {
 fn run_alert_router(args: AlertRouterArgs) -> anyhow::Result<std::process::ExitCode> {
     let data_retention =
         lucia_common::duration::parse_duration(&args.data_retention).context("--data.retention")?;
-    let config = lucia_alert_router::Config {
+    let mut config = lucia_alert_router::Config {
         config_file: args.config_file.clone(),
         storage_path: Some(args.storage_path.clone()),
         external_url: args.external_url.clone(),
         route_prefix: args.route_prefix.clone(),
         data_retention: lucia_common::duration::ConfigDuration(data_retention),
+        cluster: Default::default(),
     };
     let process = ProcessConfig {
         listen_address: args.listen_address,
@@ -410,6 +549,8 @@ fn run_alert_router(args: AlertRouterArgs) -> anyhow::Result<std::process::ExitC
     runtime.block_on(async {
         let _telemetry = telemetry::init("lucia-alert-router", &args.log_level, args.log_format)
             .map_err(anyhow::Error::msg)?;
+        // After the logger, so that the warning about ignored flags shows.
+        config.cluster = args.cluster.config()?;
         let shutdown = Shutdown::new();
         server::cancel_on_signals(shutdown.clone());
         tracing::info!(

@@ -52,6 +52,9 @@ pub struct Role {
     pub name: &'static str,
     pub router: Router,
     pub stopped: StopFuture,
+    /// Extra meta of the role's Consul registration (the alert-router's
+    /// cluster address).
+    pub meta: std::collections::BTreeMap<String, String>,
 }
 
 impl Role {
@@ -64,7 +67,14 @@ impl Role {
             name,
             router,
             stopped: Box::pin(stopped),
+            meta: Default::default(),
         }
+    }
+
+    /// Adds `key: value` to the meta of the role's Consul registration.
+    pub fn with_meta(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.meta.insert(key.into(), value.into());
+        self
     }
 }
 
@@ -170,16 +180,21 @@ where
 {
     let mut router = common_routes(ctx.metrics.clone(), ctx.readiness.clone());
     let mut stops = Vec::with_capacity(roles.len());
+    let mut metas = Vec::with_capacity(roles.len());
     for role in roles {
         router = router.merge(role.router);
         stops.push((role.name, role.stopped));
+        metas.push(role.meta);
     }
     let router = router.fallback(not_found);
     let names: Vec<&'static str> = stops.iter().map(|(name, _)| *name).collect();
-    let registration = ctx
-        .consul
-        .as_ref()
-        .and_then(|consul| ConsulRegistration::start(consul, &names, ctx.advertise_addr));
+    let registration = ctx.consul.as_ref().and_then(|consul| {
+        let mut registrations = service_registrations(consul, &names, ctx.advertise_addr);
+        for (registration, meta) in registrations.iter_mut().zip(metas) {
+            registration.meta.extend(meta);
+        }
+        ConsulRegistration::start(consul, registrations)
+    });
     let served = serve(router, ctx.shutdown.clone()).await;
     if let Some(registration) = registration {
         registration.deregister().await;
@@ -233,7 +248,7 @@ struct ConsulRegistration {
 }
 
 impl ConsulRegistration {
-    fn start(consul: &ConsulConfig, names: &[&str], advertise_addr: SocketAddr) -> Option<Self> {
+    fn start(consul: &ConsulConfig, registrations: Vec<ServiceRegistration>) -> Option<Self> {
         let client = match ConsulClient::new(consul) {
             Ok(client) => client,
             Err(err) => {
@@ -241,7 +256,6 @@ impl ConsulRegistration {
                 return None;
             }
         };
-        let registrations = service_registrations(consul, names, advertise_addr);
         let ids = registrations.iter().map(|r| r.id.clone()).collect();
         let stop = Shutdown::new();
         let task_client = client.clone();

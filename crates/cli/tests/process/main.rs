@@ -2,6 +2,7 @@
 //! SIGKILL. One test binary for the cli crate.
 
 mod agent;
+mod alert_cluster;
 mod cluster;
 mod crash;
 mod gateway;
