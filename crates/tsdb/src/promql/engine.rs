@@ -113,7 +113,7 @@ impl Engine {
                 let mut out: Vec<Series> = Vec::with_capacity(m.series.len());
                 let mut seen = std::collections::HashSet::new();
                 for s in m.series {
-                    let mut labels = s.labels;
+                    let mut labels = Arc::unwrap_or_clone(s.labels);
                     if s.drop {
                         drop_name(&mut labels);
                     }
@@ -168,21 +168,41 @@ impl Engine {
         }
         let mut ev = Evaluator::new(self, source, start_ms, end_ms, step_ms).with_bounds(&expr);
         ev.invalid_strings = invalid_utf8_literals(query);
-        let mut index: HashMap<Labels, usize> = HashMap::new();
+        // Output series found by a hash of their visible labels, so that a
+        // step neither clones nor rebuilds a label set it has seen before.
+        let mut index = LabelIndex::default();
         let mut out: Vec<Series> = Vec::new();
-        let mut push = |labels: Labels, t: i64, f: f64, h: Option<FloatHistogram>| {
-            let i = *index.entry(labels.clone()).or_insert_with(|| {
-                out.push(Series {
-                    labels,
-                    points: Vec::new(),
-                    histograms: Vec::new(),
-                });
-                out.len() - 1
-            });
-            match h {
-                Some(h) => out[i].histograms.push((t, h)),
-                None => out[i].points.push((t, f)),
+        let mut push = |labels: &Labels, drop: bool, t: i64, f: f64, h: Option<FloatHistogram>| {
+            let visible = || visible_labels(labels, drop);
+            let hash = hash_labels(visible());
+            let i = match index.find(hash, |i| out[i].labels.iter().eq(visible())) {
+                Some(i) => i,
+                None => {
+                    out.push(Series {
+                        labels: visible().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                        points: Vec::new(),
+                        histograms: Vec::new(),
+                    });
+                    index.insert(hash, out.len() - 1);
+                    out.len() - 1
+                }
+            };
+            let series = &mut out[i];
+            let last = series
+                .points
+                .last()
+                .map(|p| p.0)
+                .max(series.histograms.last().map(|p| p.0));
+            if last == Some(t) {
+                return Err(Error::Execution(
+                    "vector cannot contain metrics with the same labelset".into(),
+                ));
             }
+            match h {
+                Some(h) => series.histograms.push((t, h)),
+                None => series.points.push((t, f)),
+            }
+            Ok(())
         };
         let mut t = start_ms;
         // Result points gathered so far: they stay in memory while the
@@ -194,13 +214,13 @@ impl Engine {
             match ev.eval(&expr, t)? {
                 Val::Scalar(f) => {
                     held = held.saturating_add(1);
-                    push(Labels::new(), t, f, None)
+                    push(&Labels::new(), false, t, f, None)?
                 }
                 Val::Vector(v) => {
-                    let v = finish_vector(v)?;
                     held = held.saturating_add(v.len());
-                    for s in v {
-                        push(s.labels, t, s.f, s.h);
+                    for el in v {
+                        let h = el.h.map(Arc::unwrap_or_clone);
+                        push(&el.labels, el.drop, t, el.f, h)?;
                     }
                 }
                 Val::Str(_) | Val::Matrix(_) => {
@@ -233,31 +253,100 @@ fn drop_name(labels: &mut Labels) {
 
 /// Removes flagged metric names and rejects duplicate label sets.
 fn finish_vector(v: Vec<El>) -> Result<Vec<Sample>, Error> {
-    let mut seen = std::collections::HashSet::with_capacity(v.len());
-    let mut out = Vec::with_capacity(v.len());
+    let mut index = LabelIndex::default();
+    let mut out: Vec<Sample> = Vec::with_capacity(v.len());
     for el in v {
-        let mut labels = el.labels;
+        let mut labels = Arc::unwrap_or_clone(el.labels);
         if el.drop {
             drop_name(&mut labels);
         }
-        if !seen.insert(labels.clone()) {
+        let hash = hash_labels(labels.iter());
+        if index.find(hash, |i| out[i].labels == labels).is_some() {
             return Err(Error::Execution(
                 "vector cannot contain metrics with the same labelset".into(),
             ));
         }
+        index.insert(hash, out.len());
         out.push(Sample {
             labels,
             f: el.f,
-            h: el.h.map(|h| (*h).clone()),
+            h: el.h.map(Arc::unwrap_or_clone),
         });
     }
     Ok(out)
 }
 
+/// True for the labels that go with the metric name when it is dropped.
+fn is_name_label(name: &str) -> bool {
+    name == METRIC_NAME || name == "__type__" || name == "__unit__"
+}
+
+/// The labels an element has once its flagged metric name is removed.
+fn visible_labels(labels: &Labels, drop: bool) -> impl Iterator<Item = (&String, &String)> {
+    labels
+        .iter()
+        .filter(move |(k, _)| !(drop && is_name_label(k)))
+}
+
+/// A hash of label pairs for [`LabelIndex`] (collisions are resolved by
+/// comparing the labels).
+pub(crate) fn hash_labels<'a>(pairs: impl Iterator<Item = (&'a String, &'a String)>) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for (k, v) in pairs {
+        h.update(k.as_bytes());
+        h.update(&[0xff]);
+        h.update(v.as_bytes());
+        h.update(&[0xff]);
+    }
+    h.digest()
+}
+
+/// Positions of label sets by their hash: a lookup needs neither a clone
+/// nor a materialised key, only the caller's comparison on a hash hit.
+#[derive(Default)]
+pub(crate) struct LabelIndex {
+    by_hash: HashMap<u64, Vec<usize>, std::hash::BuildHasherDefault<HashIsKey>>,
+}
+
+impl LabelIndex {
+    /// The position whose labels `eq` accepts among those with `hash`.
+    pub(crate) fn find(&self, hash: u64, mut eq: impl FnMut(usize) -> bool) -> Option<usize> {
+        self.by_hash
+            .get(&hash)
+            .and_then(|slots| slots.iter().copied().find(|&i| eq(i)))
+    }
+
+    pub(crate) fn insert(&mut self, hash: u64, position: usize) {
+        self.by_hash.entry(hash).or_default().push(position);
+    }
+}
+
+/// The keys of [`LabelIndex`] are hashes already.
+#[derive(Default)]
+pub(crate) struct HashIsKey(u64);
+
+impl std::hash::Hasher for HashIsKey {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
 /// An instant vector element during evaluation.
 #[derive(Debug, Clone)]
 pub(crate) struct El {
-    pub labels: Labels,
+    /// Shared with the series it came from: a step clones a pointer, not
+    /// the label set (`Arc::make_mut` copies on change).
+    pub labels: Arc<Labels>,
     pub f: f64,
     /// A native histogram value (then `f` is unused).
     pub h: Option<Arc<FloatHistogram>>,
@@ -268,7 +357,7 @@ pub(crate) struct El {
 /// A range vector series during evaluation.
 #[derive(Debug, Clone)]
 pub(crate) struct MSer {
-    pub labels: Labels,
+    pub labels: Arc<Labels>,
     pub points: Vec<(i64, f64)>,
     /// Native histogram points, sorted by time.
     pub hists: Vec<(i64, Arc<FloatHistogram>)>,
@@ -346,7 +435,25 @@ pub(crate) struct Evaluator<'a> {
     /// String literals that are invalid UTF-8 in Go (see
     /// [`invalid_utf8_literals`]).
     pub(crate) invalid_strings: HashMap<String, String>,
-    cache: RefCell<HashMap<String, Rc<Vec<MixedSeries>>>>,
+    cache: RefCell<HashMap<String, Rc<Vec<Fetched>>>>,
+}
+
+/// A series read from the source, its labels shared by every element the
+/// query makes of it.
+pub(crate) struct Fetched {
+    labels: Arc<Labels>,
+    samples: Vec<(i64, f64)>,
+    histograms: Vec<(i64, Arc<FloatHistogram>)>,
+}
+
+impl From<MixedSeries> for Fetched {
+    fn from(s: MixedSeries) -> Self {
+        Self {
+            labels: Arc::new(s.labels),
+            samples: s.samples,
+            histograms: s.histograms,
+        }
+    }
 }
 
 impl<'a> Evaluator<'a> {
@@ -454,7 +561,7 @@ impl<'a> Evaluator<'a> {
         base.saturating_sub(offset_ms(offset))
     }
 
-    fn fetch(&self, vs: &VectorSelector) -> Result<Rc<Vec<MixedSeries>>, Error> {
+    fn fetch(&self, vs: &VectorSelector) -> Result<Rc<Vec<Fetched>>, Error> {
         let mut matchers = convert_matchers(&vs.matchers)?;
         if let Some(name) = &vs.name {
             matchers.push(LabelMatcher::new(METRIC_NAME, MatchOp::Equal, name)?);
@@ -468,9 +575,12 @@ impl<'a> Evaluator<'a> {
             return Ok(hit.clone());
         }
 
-        let series = Rc::new(
+        let series: Rc<Vec<Fetched>> = Rc::new(
             self.source
-                .select_mixed(&matchers, self.bounds.0, self.bounds.1)?,
+                .select_mixed(&matchers, self.bounds.0, self.bounds.1)?
+                .into_iter()
+                .map(Fetched::from)
+                .collect(),
         );
         self.cache.borrow_mut().insert(key, series.clone());
         self.check_deadline()?;
@@ -637,14 +747,14 @@ impl<'a> Evaluator<'a> {
             .div_euclid(step)
             .saturating_add(1)
             .saturating_mul(step);
-        let mut index: HashMap<Labels, usize> = HashMap::new();
+        let mut index = LabelIndex::default();
         let mut series: Vec<MSer> = Vec::new();
         while ts <= end {
             self.check_deadline()?;
             let v = match self.eval(&sq.expr, ts)? {
                 Val::Vector(v) => v,
                 Val::Scalar(f) => vec![El {
-                    labels: Labels::new(),
+                    labels: Arc::new(Labels::new()),
                     f,
                     h: None,
                     drop: false,
@@ -652,10 +762,11 @@ impl<'a> Evaluator<'a> {
                 other => return exec(format!("subquery over {}", other.kind())),
             };
             for el in v {
-                let i = match index.get(&el.labels) {
-                    Some(i) => *i,
+                let hash = hash_labels(el.labels.iter());
+                let i = match index.find(hash, |i| series[i].labels == el.labels) {
+                    Some(i) => i,
                     None => {
-                        index.insert(el.labels.clone(), series.len());
+                        index.insert(hash, series.len());
                         series.push(MSer {
                             labels: el.labels.clone(),
                             points: Vec::new(),
@@ -791,21 +902,8 @@ impl<'a> Evaluator<'a> {
             Some(LabelModifier::Include(ls)) => (true, ls.labels.clone()),
             Some(LabelModifier::Exclude(ls)) => (false, ls.labels.clone()),
         };
-        let group_key = |labels: &Labels| -> Labels {
-            if by {
-                labels
-                    .iter()
-                    .filter(|(k, _)| names.iter().any(|n| n == *k))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect()
-            } else {
-                labels
-                    .iter()
-                    .filter(|(k, _)| k.as_str() != METRIC_NAME && !names.iter().any(|n| n == *k))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect()
-            }
-        };
+        let grouping = Grouping { by, names };
+        let mut groups_of = Groups::new(&grouping);
         match op.as_str() {
             "topk" | "bottomk" => {
                 let Some(param) = &a.param else {
@@ -827,13 +925,11 @@ impl<'a> Evaluator<'a> {
                 }
                 let k = usize::try_from(k).unwrap_or(usize::MAX);
                 let mut groups: Vec<Vec<El>> = Vec::new();
-                let mut index: HashMap<Labels, usize> = HashMap::new();
                 for el in input {
-                    let key = group_key(&el.labels);
-                    let i = *index.entry(key).or_insert_with(|| {
+                    let (i, new) = groups_of.find(&el.labels);
+                    if new {
                         groups.push(Vec::new());
-                        groups.len() - 1
-                    });
+                    }
                     groups[i].push(el);
                 }
                 let top = op == "topk";
@@ -859,13 +955,11 @@ impl<'a> Evaluator<'a> {
                     });
                 }
                 let mut groups: Vec<Vec<El>> = Vec::new();
-                let mut index: HashMap<Labels, usize> = HashMap::new();
                 for el in input {
-                    let key = group_key(&el.labels);
-                    let i = *index.entry(key).or_insert_with(|| {
+                    let (i, new) = groups_of.find(&el.labels);
+                    if new {
                         groups.push(Vec::new());
-                        groups.len() - 1
-                    });
+                    }
                     groups[i].push(el);
                 }
                 let mut out = Vec::new();
@@ -906,7 +1000,7 @@ impl<'a> Evaluator<'a> {
                 let mut groups: Vec<(Labels, f64)> = Vec::new();
                 let mut index: HashMap<Labels, usize> = HashMap::new();
                 for el in input {
-                    let mut key = group_key(&el.labels);
+                    let mut key = grouping.key(&el.labels);
                     let value = match &el.h {
                         Some(h) => h.to_string(),
                         None => format_value(el.f),
@@ -922,7 +1016,7 @@ impl<'a> Evaluator<'a> {
                     groups
                         .into_iter()
                         .map(|(labels, f)| El {
-                            labels,
+                            labels: Arc::new(labels),
                             f,
                             h: None,
                             drop: false,
@@ -935,26 +1029,24 @@ impl<'a> Evaluator<'a> {
                     Some(p) if op == "quantile" => Some(self.eval_scalar(p, t)?),
                     _ => None,
                 };
-                type Group = (Labels, bool, Vec<f64>, Vec<Arc<FloatHistogram>>);
+                type Group = (bool, Vec<f64>, Vec<Arc<FloatHistogram>>);
                 let mut groups: Vec<Group> = Vec::new();
-                let mut index: HashMap<Labels, usize> = HashMap::new();
                 for el in input {
-                    let key = group_key(&el.labels);
-                    let has_name = key.contains_key(METRIC_NAME);
-                    let i = *index.entry(key.clone()).or_insert_with(|| {
-                        groups.push((key, false, Vec::new(), Vec::new()));
-                        groups.len() - 1
-                    });
-                    if has_name && el.drop {
-                        groups[i].1 = true;
+                    let (i, new) = groups_of.find(&el.labels);
+                    if new {
+                        groups.push((false, Vec::new(), Vec::new()));
+                    }
+                    if el.drop && groups_of.keys[i].contains_key(METRIC_NAME) {
+                        groups[i].0 = true;
                     }
                     match el.h {
-                        Some(h) => groups[i].3.push(h),
-                        None => groups[i].2.push(el.f),
+                        Some(h) => groups[i].2.push(h),
+                        None => groups[i].1.push(el.f),
                     }
                 }
                 let mut out = Vec::with_capacity(groups.len());
-                for (labels, drop, values, hists) in groups {
+                for (labels, (drop, values, hists)) in groups_of.keys.into_iter().zip(groups) {
+                    let labels = Arc::new(labels);
                     match op.as_str() {
                         "sum" | "avg" if !hists.is_empty() => {
                             if !values.is_empty() {
@@ -1000,6 +1092,70 @@ impl<'a> Evaluator<'a> {
                     });
                 }
                 Ok(Val::Vector(out))
+            }
+        }
+    }
+}
+
+/// The labels an aggregation groups by: `by (names)` or `without (names)`
+/// (which also drops the metric name).
+struct Grouping {
+    by: bool,
+    names: Vec<String>,
+}
+
+impl Grouping {
+    fn includes(&self, name: &str) -> bool {
+        if self.by {
+            self.names.iter().any(|n| n == name)
+        } else {
+            name != METRIC_NAME && !self.names.iter().any(|n| n == name)
+        }
+    }
+
+    fn pairs<'a>(&'a self, labels: &'a Labels) -> impl Iterator<Item = (&'a String, &'a String)> {
+        labels.iter().filter(|(k, _)| self.includes(k))
+    }
+
+    fn key(&self, labels: &Labels) -> Labels {
+        self.pairs(labels)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
+/// The groups of one aggregation step: an element's group is found by a
+/// hash of its grouping labels, and a group's label set is built once,
+/// when the group is new.
+struct Groups<'g> {
+    grouping: &'g Grouping,
+    index: LabelIndex,
+    keys: Vec<Labels>,
+}
+
+impl<'g> Groups<'g> {
+    fn new(grouping: &'g Grouping) -> Self {
+        Self {
+            grouping,
+            index: LabelIndex::default(),
+            keys: Vec::new(),
+        }
+    }
+
+    /// The position of the group of `labels`, and whether it is new.
+    fn find(&mut self, labels: &Labels) -> (usize, bool) {
+        let hash = hash_labels(self.grouping.pairs(labels));
+        let keys = &self.keys;
+        let grouping = self.grouping;
+        match self
+            .index
+            .find(hash, |i| keys[i].iter().eq(grouping.pairs(labels)))
+        {
+            Some(i) => (i, false),
+            None => {
+                self.keys.push(self.grouping.key(labels));
+                self.index.insert(hash, self.keys.len() - 1);
+                (self.keys.len() - 1, true)
             }
         }
     }
@@ -1404,7 +1560,7 @@ fn vector_vector(
         right_order.push(sig.clone());
         right.insert(sig, r);
     }
-    let no_labels = Labels::new();
+    let no_labels: Arc<Labels> = Arc::default();
     let mut matched: HashMap<Labels, std::collections::HashSet<Labels>> = HashMap::new();
     let mut out = Vec::new();
     for l in lhs {
@@ -1432,19 +1588,22 @@ fn vector_vector(
         }
         let mut labels = l.labels.clone();
         if one_to_one {
-            if m.on {
-                labels.retain(|k, _| m.names.iter().any(|n| n == k));
-            } else {
-                labels.retain(|k, _| !m.names.iter().any(|n| n == k));
+            let keep = |k: &String| m.on == m.names.iter().any(|n| n == k);
+            if !labels.keys().all(keep) {
+                Arc::make_mut(&mut labels).retain(|k, _| keep(k));
             }
         }
         for name in &include {
             match rlabels.get(name) {
                 Some(v) if !v.is_empty() => {
-                    labels.insert(name.clone(), v.clone());
+                    if labels.get(name) != Some(v) {
+                        Arc::make_mut(&mut labels).insert(name.clone(), v.clone());
+                    }
                 }
                 _ => {
-                    labels.remove(name);
+                    if labels.contains_key(name) {
+                        Arc::make_mut(&mut labels).remove(name);
+                    }
                 }
             }
         }
@@ -1458,7 +1617,7 @@ fn vector_vector(
                 );
             }
             entry.insert(Labels::new());
-        } else if !entry.insert(labels.clone()) {
+        } else if !entry.insert((*labels).clone()) {
             return exec("multiple matches for labels: grouping labels must ensure unique matches");
         }
         if op.is_comparison() && !return_bool && !keep {
@@ -1501,7 +1660,7 @@ fn vector_vector(
                 }
             }
             out.push(El {
-                labels: sig,
+                labels: Arc::new(sig),
                 f: val,
                 h,
                 drop: true,
