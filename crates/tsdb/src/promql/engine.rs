@@ -124,7 +124,7 @@ impl Engine {
                     }
                     out.push(Series {
                         labels,
-                        points: s.points,
+                        points: s.points.into_vec(),
                         histograms: s.hists.iter().map(|(t, h)| (*t, (**h).clone())).collect(),
                     });
                 }
@@ -358,10 +358,39 @@ pub(crate) struct El {
 #[derive(Debug, Clone)]
 pub(crate) struct MSer {
     pub labels: Arc<Labels>,
-    pub points: Vec<(i64, f64)>,
+    pub points: Points,
     /// Native histogram points, sorted by time.
     pub hists: Vec<(i64, Arc<FloatHistogram>)>,
     pub drop: bool,
+}
+
+/// The float points of a range vector series: a window onto a fetched
+/// series (each step of a range query selects one without copying) or
+/// points of their own (subqueries).
+#[derive(Debug, Clone)]
+pub(crate) enum Points {
+    Window(Rc<[(i64, f64)]>, std::ops::Range<usize>),
+    Owned(Vec<(i64, f64)>),
+}
+
+impl Points {
+    pub(crate) fn into_vec(self) -> Vec<(i64, f64)> {
+        match self {
+            Points::Window(data, range) => data[range].to_vec(),
+            Points::Owned(v) => v,
+        }
+    }
+}
+
+impl std::ops::Deref for Points {
+    type Target = [(i64, f64)];
+
+    fn deref(&self) -> &Self::Target {
+        match self {
+            Points::Window(data, range) => &data[range.clone()],
+            Points::Owned(v) => v,
+        }
+    }
 }
 
 /// A range vector: its series and the window `(end - range, end]`.
@@ -442,15 +471,33 @@ pub(crate) struct Evaluator<'a> {
 /// query makes of it.
 pub(crate) struct Fetched {
     labels: Arc<Labels>,
-    samples: Vec<(i64, f64)>,
+    samples: Rc<[(i64, f64)]>,
+    /// The samples without staleness markers, which range vectors leave
+    /// out; `None` when there are none to leave out.
+    unmarked: Option<Rc<[(i64, f64)]>>,
     histograms: Vec<(i64, Arc<FloatHistogram>)>,
+}
+
+impl Fetched {
+    /// What a range vector selects from.
+    fn range_samples(&self) -> &Rc<[(i64, f64)]> {
+        self.unmarked.as_ref().unwrap_or(&self.samples)
+    }
 }
 
 impl From<MixedSeries> for Fetched {
     fn from(s: MixedSeries) -> Self {
+        let unmarked = s.samples.iter().any(|p| is_stale_nan(p.1)).then(|| {
+            s.samples
+                .iter()
+                .copied()
+                .filter(|p| !is_stale_nan(p.1))
+                .collect()
+        });
         Self {
             labels: Arc::new(s.labels),
-            samples: s.samples,
+            samples: s.samples.into(),
+            unmarked,
             histograms: s.histograms,
         }
     }
@@ -707,13 +754,10 @@ impl<'a> Evaluator<'a> {
         let start = end.saturating_sub(range);
         let mut out = Vec::new();
         for s in series.iter() {
-            let lo = s.samples.partition_point(|p| p.0 <= start);
-            let hi = s.samples.partition_point(|p| p.0 <= end);
-            let points: Vec<(i64, f64)> = s.samples[lo..hi.max(lo)]
-                .iter()
-                .copied()
-                .filter(|p| !is_stale_nan(p.1))
-                .collect();
+            let data = s.range_samples();
+            let lo = data.partition_point(|p| p.0 <= start);
+            let hi = data.partition_point(|p| p.0 <= end);
+            let points = Points::Window(data.clone(), lo..hi.max(lo));
             let hlo = s.histograms.partition_point(|p| p.0 <= start);
             let hhi = s.histograms.partition_point(|p| p.0 <= end);
             let hists = s.histograms[hlo..hhi.max(hlo)].to_vec();
@@ -769,7 +813,7 @@ impl<'a> Evaluator<'a> {
                         index.insert(hash, series.len());
                         series.push(MSer {
                             labels: el.labels.clone(),
-                            points: Vec::new(),
+                            points: Points::Owned(Vec::new()),
                             hists: Vec::new(),
                             drop: el.drop,
                         });
@@ -791,7 +835,11 @@ impl<'a> Evaluator<'a> {
                         }
                         series[i].hists.push((ts, h))
                     }
-                    None => series[i].points.push((ts, el.f)),
+                    None => {
+                        if let Points::Owned(points) = &mut series[i].points {
+                            points.push((ts, el.f));
+                        }
+                    }
                 }
             }
             ts = match ts.checked_add(step) {
@@ -868,7 +916,7 @@ impl<'a> Evaluator<'a> {
                         (m.card.clone(), on, names)
                     }
                 };
-                let matching = Matching { on, names };
+                let matching = Grouping { by: on, names };
                 match op {
                     BinOp::And | BinOp::Or | BinOp::Unless => {
                         Ok(Val::Vector(set_op(op, l, r, &matching)))
@@ -1097,8 +1145,9 @@ impl<'a> Evaluator<'a> {
     }
 }
 
-/// The labels an aggregation groups by: `by (names)` or `without (names)`
-/// (which also drops the metric name).
+/// The labels an aggregation groups by (`by (names)` or `without (names)`,
+/// which also drops the metric name), or those a binary operation matches
+/// on (`on (names)` or `ignoring (names)`, the same rule).
 struct Grouping {
     by: bool,
     names: Vec<String>,
@@ -1466,53 +1515,41 @@ fn vector_scalar(op: BinOp, v: Vec<El>, s: f64, swap: bool, return_bool: bool) -
     out
 }
 
-struct Matching {
-    on: bool,
-    names: Vec<String>,
-}
-
-impl Matching {
-    fn signature(&self, labels: &Labels) -> Labels {
-        if self.on {
-            labels
-                .iter()
-                .filter(|(k, _)| self.names.iter().any(|n| n == *k))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
-        } else {
-            labels
-                .iter()
-                .filter(|(k, _)| k.as_str() != METRIC_NAME && !self.names.iter().any(|n| n == *k))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
+fn set_op(op: BinOp, l: Vec<El>, r: Vec<El>, m: &Grouping) -> Vec<El> {
+    // The match groups of one side, and whether an element of the other
+    // side falls in one of them.
+    let groups = |side: &[El]| {
+        let mut index = LabelIndex::default();
+        for (i, e) in side.iter().enumerate() {
+            index.insert(hash_labels(m.pairs(&e.labels)), i);
         }
-    }
-}
-
-fn set_op(op: BinOp, l: Vec<El>, r: Vec<El>, m: &Matching) -> Vec<El> {
+        index
+    };
+    let in_groups = |index: &LabelIndex, side: &[El], e: &El| {
+        let hash = hash_labels(m.pairs(&e.labels));
+        index
+            .find(hash, |i| m.pairs(&side[i].labels).eq(m.pairs(&e.labels)))
+            .is_some()
+    };
     match op {
         BinOp::And => {
-            let sigs: std::collections::HashSet<Labels> =
-                r.iter().map(|e| m.signature(&e.labels)).collect();
-            l.into_iter()
-                .filter(|e| sigs.contains(&m.signature(&e.labels)))
-                .collect()
+            let index = groups(&r);
+            l.into_iter().filter(|e| in_groups(&index, &r, e)).collect()
         }
         BinOp::Unless => {
-            let sigs: std::collections::HashSet<Labels> =
-                r.iter().map(|e| m.signature(&e.labels)).collect();
+            let index = groups(&r);
             l.into_iter()
-                .filter(|e| !sigs.contains(&m.signature(&e.labels)))
+                .filter(|e| !in_groups(&index, &r, e))
                 .collect()
         }
         _ => {
-            let sigs: std::collections::HashSet<Labels> =
-                l.iter().map(|e| m.signature(&e.labels)).collect();
+            let index = groups(&l);
+            let right: Vec<El> = r
+                .into_iter()
+                .filter(|e| !in_groups(&index, &l, e))
+                .collect();
             let mut out = l;
-            out.extend(
-                r.into_iter()
-                    .filter(|e| !sigs.contains(&m.signature(&e.labels))),
-            );
+            out.extend(right);
             out
         }
     }
@@ -1523,7 +1560,7 @@ fn vector_vector(
     lhs: Vec<El>,
     rhs: Vec<El>,
     card: &VectorMatchCardinality,
-    m: &Matching,
+    m: &Grouping,
     return_bool: bool,
     fill: (Option<f64>, Option<f64>),
 ) -> Result<Vec<El>, Error> {
@@ -1541,34 +1578,41 @@ fn vector_vector(
     // side, fill_right the other way round (sides as matched, after
     // swapping for group_right).
     let (fill_lhs, fill_rhs) = fill;
-    let mut right_order: Vec<Labels> = Vec::with_capacity(rhs.len());
-    let mut right: HashMap<Labels, El> = HashMap::with_capacity(rhs.len());
+    // The right side's match groups, found by a hash of their matching
+    // labels; each left element looks its group up without building a key.
+    let mut right_index = LabelIndex::default();
+    let mut right: Vec<El> = Vec::with_capacity(rhs.len());
     for r in rhs {
-        let sig = m.signature(&r.labels);
-        if let Some(dup) = right.get(&sig) {
+        let hash = hash_labels(m.pairs(&r.labels));
+        if let Some(j) =
+            right_index.find(hash, |j| m.pairs(&right[j].labels).eq(m.pairs(&r.labels)))
+        {
             let side = if swapped { "left" } else { "right" };
             let mut a = DisplayLabels(&r.labels).to_string();
-            let mut b = DisplayLabels(&dup.labels).to_string();
+            let mut b = DisplayLabels(&right[j].labels).to_string();
             if a > b {
                 std::mem::swap(&mut a, &mut b);
             }
             return exec(format!(
                 "found duplicate series for the match group {} on the {side} hand-side of the operation: [{a}, {b}];many-to-many matching not allowed: matching labels must be unique on one side",
-                DisplayLabels(&sig)
+                DisplayLabels(&m.key(&r.labels))
             ));
         }
-        right_order.push(sig.clone());
-        right.insert(sig, r);
+        right_index.insert(hash, right.len());
+        right.push(r);
     }
     let no_labels: Arc<Labels> = Arc::default();
-    let mut matched: HashMap<Labels, std::collections::HashSet<Labels>> = HashMap::new();
+    // Per right match group: the output label sets it produced so far.
+    let mut matched: Vec<Option<(LabelIndex, Vec<Arc<Labels>>)>> =
+        std::iter::repeat_with(|| None).take(right.len()).collect();
     let mut out = Vec::new();
     for l in lhs {
-        let sig = m.signature(&l.labels);
-        let (rf, rh, rlabels, filled) = match right.get(&sig) {
-            Some(r) => (r.f, r.h.as_ref(), &r.labels, false),
+        let hash = hash_labels(m.pairs(&l.labels));
+        let group = right_index.find(hash, |j| m.pairs(&right[j].labels).eq(m.pairs(&l.labels)));
+        let (rf, rh, rlabels) = match group {
+            Some(j) => (right[j].f, right[j].h.as_ref(), &right[j].labels),
             None => match fill_rhs {
-                Some(f) => (f, None, &no_labels, true),
+                Some(f) => (f, None, &no_labels),
                 None => continue,
             },
         };
@@ -1588,7 +1632,7 @@ fn vector_vector(
         }
         let mut labels = l.labels.clone();
         if one_to_one {
-            let keep = |k: &String| m.on == m.names.iter().any(|n| n == k);
+            let keep = |k: &String| m.by == m.names.iter().any(|n| n == k);
             if !labels.keys().all(keep) {
                 Arc::make_mut(&mut labels).retain(|k, _| keep(k));
             }
@@ -1607,18 +1651,22 @@ fn vector_vector(
                 }
             }
         }
-        let entry = matched.entry(sig).or_default();
-        if filled {
-            // No match: nothing to check.
-        } else if one_to_one {
-            if !entry.is_empty() {
+        // A filled element (no match) has nothing to check.
+        if let Some(j) = group {
+            let (index, outputs) = matched[j].get_or_insert_with(Default::default);
+            if one_to_one && !outputs.is_empty() {
                 return exec(
                     "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)",
                 );
             }
-            entry.insert(Labels::new());
-        } else if !entry.insert((*labels).clone()) {
-            return exec("multiple matches for labels: grouping labels must ensure unique matches");
+            let hash = hash_labels(labels.iter());
+            if index.find(hash, |i| outputs[i] == labels).is_some() {
+                return exec(
+                    "multiple matches for labels: grouping labels must ensure unique matches",
+                );
+            }
+            index.insert(hash, outputs.len());
+            outputs.push(labels.clone());
         }
         if op.is_comparison() && !return_bool && !keep {
             continue;
@@ -1638,11 +1686,10 @@ fn vector_vector(
     if let Some(f) = fill_lhs {
         // Match groups of the right side without a left side: one element
         // with the group's labels.
-        for sig in right_order {
-            if matched.contains_key(&sig) {
+        for (r, matched) in right.iter().zip(&matched) {
+            if matched.is_some() {
                 continue;
             }
-            let Some(r) = right.get(&sig) else { continue };
             let (fl, fr, hl, hr) = if swapped {
                 (r.f, f, r.h.as_ref(), None)
             } else {
@@ -1660,7 +1707,7 @@ fn vector_vector(
                 }
             }
             out.push(El {
-                labels: Arc::new(sig),
+                labels: Arc::new(m.key(&r.labels)),
                 f: val,
                 h,
                 drop: true,

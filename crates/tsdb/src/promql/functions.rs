@@ -450,7 +450,7 @@ pub(crate) fn call(ev: &Evaluator<'_>, name: &str, args: &Args, t: i64) -> Resul
                         "ts_of_max_over_time" | "ts_of_min_over_time" => {
                             let max = name == "ts_of_max_over_time";
                             let mut best: Option<(i64, f64)> = None;
-                            for &(ts, f) in p {
+                            for &(ts, f) in p.iter() {
                                 best = match best {
                                     None => Some((ts, f)),
                                     Some((_, b))
