@@ -113,7 +113,7 @@ impl Engine {
                 let mut out: Vec<Series> = Vec::with_capacity(m.series.len());
                 let mut seen = std::collections::HashSet::new();
                 for s in m.series {
-                    let mut labels = s.labels;
+                    let mut labels = Arc::unwrap_or_clone(s.labels);
                     if s.drop {
                         drop_name(&mut labels);
                     }
@@ -124,7 +124,7 @@ impl Engine {
                     }
                     out.push(Series {
                         labels,
-                        points: s.points,
+                        points: s.points.into_vec(),
                         histograms: s.hists.iter().map(|(t, h)| (*t, (**h).clone())).collect(),
                     });
                 }
@@ -168,21 +168,41 @@ impl Engine {
         }
         let mut ev = Evaluator::new(self, source, start_ms, end_ms, step_ms).with_bounds(&expr);
         ev.invalid_strings = invalid_utf8_literals(query);
-        let mut index: HashMap<Labels, usize> = HashMap::new();
+        // Output series found by a hash of their visible labels, so that a
+        // step neither clones nor rebuilds a label set it has seen before.
+        let mut index = LabelIndex::default();
         let mut out: Vec<Series> = Vec::new();
-        let mut push = |labels: Labels, t: i64, f: f64, h: Option<FloatHistogram>| {
-            let i = *index.entry(labels.clone()).or_insert_with(|| {
-                out.push(Series {
-                    labels,
-                    points: Vec::new(),
-                    histograms: Vec::new(),
-                });
-                out.len() - 1
-            });
-            match h {
-                Some(h) => out[i].histograms.push((t, h)),
-                None => out[i].points.push((t, f)),
+        let mut push = |labels: &Labels, drop: bool, t: i64, f: f64, h: Option<FloatHistogram>| {
+            let visible = || visible_labels(labels, drop);
+            let hash = hash_labels(visible());
+            let i = match index.find(hash, |i| out[i].labels.iter().eq(visible())) {
+                Some(i) => i,
+                None => {
+                    out.push(Series {
+                        labels: visible().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                        points: Vec::new(),
+                        histograms: Vec::new(),
+                    });
+                    index.insert(hash, out.len() - 1);
+                    out.len() - 1
+                }
+            };
+            let series = &mut out[i];
+            let last = series
+                .points
+                .last()
+                .map(|p| p.0)
+                .max(series.histograms.last().map(|p| p.0));
+            if last == Some(t) {
+                return Err(Error::Execution(
+                    "vector cannot contain metrics with the same labelset".into(),
+                ));
             }
+            match h {
+                Some(h) => series.histograms.push((t, h)),
+                None => series.points.push((t, f)),
+            }
+            Ok(())
         };
         let mut t = start_ms;
         // Result points gathered so far: they stay in memory while the
@@ -194,13 +214,13 @@ impl Engine {
             match ev.eval(&expr, t)? {
                 Val::Scalar(f) => {
                     held = held.saturating_add(1);
-                    push(Labels::new(), t, f, None)
+                    push(&Labels::new(), false, t, f, None)?
                 }
                 Val::Vector(v) => {
-                    let v = finish_vector(v)?;
                     held = held.saturating_add(v.len());
-                    for s in v {
-                        push(s.labels, t, s.f, s.h);
+                    for el in v {
+                        let h = el.h.map(Arc::unwrap_or_clone);
+                        push(&el.labels, el.drop, t, el.f, h)?;
                     }
                 }
                 Val::Str(_) | Val::Matrix(_) => {
@@ -233,31 +253,100 @@ fn drop_name(labels: &mut Labels) {
 
 /// Removes flagged metric names and rejects duplicate label sets.
 fn finish_vector(v: Vec<El>) -> Result<Vec<Sample>, Error> {
-    let mut seen = std::collections::HashSet::with_capacity(v.len());
-    let mut out = Vec::with_capacity(v.len());
+    let mut index = LabelIndex::default();
+    let mut out: Vec<Sample> = Vec::with_capacity(v.len());
     for el in v {
-        let mut labels = el.labels;
+        let mut labels = Arc::unwrap_or_clone(el.labels);
         if el.drop {
             drop_name(&mut labels);
         }
-        if !seen.insert(labels.clone()) {
+        let hash = hash_labels(labels.iter());
+        if index.find(hash, |i| out[i].labels == labels).is_some() {
             return Err(Error::Execution(
                 "vector cannot contain metrics with the same labelset".into(),
             ));
         }
+        index.insert(hash, out.len());
         out.push(Sample {
             labels,
             f: el.f,
-            h: el.h.map(|h| (*h).clone()),
+            h: el.h.map(Arc::unwrap_or_clone),
         });
     }
     Ok(out)
 }
 
+/// True for the labels that go with the metric name when it is dropped.
+fn is_name_label(name: &str) -> bool {
+    name == METRIC_NAME || name == "__type__" || name == "__unit__"
+}
+
+/// The labels an element has once its flagged metric name is removed.
+fn visible_labels(labels: &Labels, drop: bool) -> impl Iterator<Item = (&String, &String)> {
+    labels
+        .iter()
+        .filter(move |(k, _)| !(drop && is_name_label(k)))
+}
+
+/// A hash of label pairs for [`LabelIndex`] (collisions are resolved by
+/// comparing the labels).
+pub(crate) fn hash_labels<'a>(pairs: impl Iterator<Item = (&'a String, &'a String)>) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for (k, v) in pairs {
+        h.update(k.as_bytes());
+        h.update(&[0xff]);
+        h.update(v.as_bytes());
+        h.update(&[0xff]);
+    }
+    h.digest()
+}
+
+/// Positions of label sets by their hash: a lookup needs neither a clone
+/// nor a materialised key, only the caller's comparison on a hash hit.
+#[derive(Default)]
+pub(crate) struct LabelIndex {
+    by_hash: HashMap<u64, Vec<usize>, std::hash::BuildHasherDefault<HashIsKey>>,
+}
+
+impl LabelIndex {
+    /// The position whose labels `eq` accepts among those with `hash`.
+    pub(crate) fn find(&self, hash: u64, mut eq: impl FnMut(usize) -> bool) -> Option<usize> {
+        self.by_hash
+            .get(&hash)
+            .and_then(|slots| slots.iter().copied().find(|&i| eq(i)))
+    }
+
+    pub(crate) fn insert(&mut self, hash: u64, position: usize) {
+        self.by_hash.entry(hash).or_default().push(position);
+    }
+}
+
+/// The keys of [`LabelIndex`] are hashes already.
+#[derive(Default)]
+pub(crate) struct HashIsKey(u64);
+
+impl std::hash::Hasher for HashIsKey {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
 /// An instant vector element during evaluation.
 #[derive(Debug, Clone)]
 pub(crate) struct El {
-    pub labels: Labels,
+    /// Shared with the series it came from: a step clones a pointer, not
+    /// the label set (`Arc::make_mut` copies on change).
+    pub labels: Arc<Labels>,
     pub f: f64,
     /// A native histogram value (then `f` is unused).
     pub h: Option<Arc<FloatHistogram>>,
@@ -268,11 +357,40 @@ pub(crate) struct El {
 /// A range vector series during evaluation.
 #[derive(Debug, Clone)]
 pub(crate) struct MSer {
-    pub labels: Labels,
-    pub points: Vec<(i64, f64)>,
+    pub labels: Arc<Labels>,
+    pub points: Points,
     /// Native histogram points, sorted by time.
     pub hists: Vec<(i64, Arc<FloatHistogram>)>,
     pub drop: bool,
+}
+
+/// The float points of a range vector series: a window onto a fetched
+/// series (each step of a range query selects one without copying) or
+/// points of their own (subqueries).
+#[derive(Debug, Clone)]
+pub(crate) enum Points {
+    Window(Rc<[(i64, f64)]>, std::ops::Range<usize>),
+    Owned(Vec<(i64, f64)>),
+}
+
+impl Points {
+    pub(crate) fn into_vec(self) -> Vec<(i64, f64)> {
+        match self {
+            Points::Window(data, range) => data[range].to_vec(),
+            Points::Owned(v) => v,
+        }
+    }
+}
+
+impl std::ops::Deref for Points {
+    type Target = [(i64, f64)];
+
+    fn deref(&self) -> &Self::Target {
+        match self {
+            Points::Window(data, range) => &data[range.clone()],
+            Points::Owned(v) => v,
+        }
+    }
 }
 
 /// A range vector: its series and the window `(end - range, end]`.
@@ -346,7 +464,43 @@ pub(crate) struct Evaluator<'a> {
     /// String literals that are invalid UTF-8 in Go (see
     /// [`invalid_utf8_literals`]).
     pub(crate) invalid_strings: HashMap<String, String>,
-    cache: RefCell<HashMap<String, Rc<Vec<MixedSeries>>>>,
+    cache: RefCell<HashMap<String, Rc<Vec<Fetched>>>>,
+}
+
+/// A series read from the source, its labels shared by every element the
+/// query makes of it.
+pub(crate) struct Fetched {
+    labels: Arc<Labels>,
+    samples: Rc<[(i64, f64)]>,
+    /// The samples without staleness markers, which range vectors leave
+    /// out; `None` when there are none to leave out.
+    unmarked: Option<Rc<[(i64, f64)]>>,
+    histograms: Vec<(i64, Arc<FloatHistogram>)>,
+}
+
+impl Fetched {
+    /// What a range vector selects from.
+    fn range_samples(&self) -> &Rc<[(i64, f64)]> {
+        self.unmarked.as_ref().unwrap_or(&self.samples)
+    }
+}
+
+impl From<MixedSeries> for Fetched {
+    fn from(s: MixedSeries) -> Self {
+        let unmarked = s.samples.iter().any(|p| is_stale_nan(p.1)).then(|| {
+            s.samples
+                .iter()
+                .copied()
+                .filter(|p| !is_stale_nan(p.1))
+                .collect()
+        });
+        Self {
+            labels: Arc::new(s.labels),
+            samples: s.samples.into(),
+            unmarked,
+            histograms: s.histograms,
+        }
+    }
 }
 
 impl<'a> Evaluator<'a> {
@@ -454,7 +608,7 @@ impl<'a> Evaluator<'a> {
         base.saturating_sub(offset_ms(offset))
     }
 
-    fn fetch(&self, vs: &VectorSelector) -> Result<Rc<Vec<MixedSeries>>, Error> {
+    fn fetch(&self, vs: &VectorSelector) -> Result<Rc<Vec<Fetched>>, Error> {
         let mut matchers = convert_matchers(&vs.matchers)?;
         if let Some(name) = &vs.name {
             matchers.push(LabelMatcher::new(METRIC_NAME, MatchOp::Equal, name)?);
@@ -468,9 +622,12 @@ impl<'a> Evaluator<'a> {
             return Ok(hit.clone());
         }
 
-        let series = Rc::new(
+        let series: Rc<Vec<Fetched>> = Rc::new(
             self.source
-                .select_mixed(&matchers, self.bounds.0, self.bounds.1)?,
+                .select_mixed(&matchers, self.bounds.0, self.bounds.1)?
+                .into_iter()
+                .map(Fetched::from)
+                .collect(),
         );
         self.cache.borrow_mut().insert(key, series.clone());
         self.check_deadline()?;
@@ -597,13 +754,10 @@ impl<'a> Evaluator<'a> {
         let start = end.saturating_sub(range);
         let mut out = Vec::new();
         for s in series.iter() {
-            let lo = s.samples.partition_point(|p| p.0 <= start);
-            let hi = s.samples.partition_point(|p| p.0 <= end);
-            let points: Vec<(i64, f64)> = s.samples[lo..hi.max(lo)]
-                .iter()
-                .copied()
-                .filter(|p| !is_stale_nan(p.1))
-                .collect();
+            let data = s.range_samples();
+            let lo = data.partition_point(|p| p.0 <= start);
+            let hi = data.partition_point(|p| p.0 <= end);
+            let points = Points::Window(data.clone(), lo..hi.max(lo));
             let hlo = s.histograms.partition_point(|p| p.0 <= start);
             let hhi = s.histograms.partition_point(|p| p.0 <= end);
             let hists = s.histograms[hlo..hhi.max(hlo)].to_vec();
@@ -637,14 +791,14 @@ impl<'a> Evaluator<'a> {
             .div_euclid(step)
             .saturating_add(1)
             .saturating_mul(step);
-        let mut index: HashMap<Labels, usize> = HashMap::new();
+        let mut index = LabelIndex::default();
         let mut series: Vec<MSer> = Vec::new();
         while ts <= end {
             self.check_deadline()?;
             let v = match self.eval(&sq.expr, ts)? {
                 Val::Vector(v) => v,
                 Val::Scalar(f) => vec![El {
-                    labels: Labels::new(),
+                    labels: Arc::new(Labels::new()),
                     f,
                     h: None,
                     drop: false,
@@ -652,13 +806,14 @@ impl<'a> Evaluator<'a> {
                 other => return exec(format!("subquery over {}", other.kind())),
             };
             for el in v {
-                let i = match index.get(&el.labels) {
-                    Some(i) => *i,
+                let hash = hash_labels(el.labels.iter());
+                let i = match index.find(hash, |i| series[i].labels == el.labels) {
+                    Some(i) => i,
                     None => {
-                        index.insert(el.labels.clone(), series.len());
+                        index.insert(hash, series.len());
                         series.push(MSer {
                             labels: el.labels.clone(),
-                            points: Vec::new(),
+                            points: Points::Owned(Vec::new()),
                             hists: Vec::new(),
                             drop: el.drop,
                         });
@@ -680,7 +835,11 @@ impl<'a> Evaluator<'a> {
                         }
                         series[i].hists.push((ts, h))
                     }
-                    None => series[i].points.push((ts, el.f)),
+                    None => {
+                        if let Points::Owned(points) = &mut series[i].points {
+                            points.push((ts, el.f));
+                        }
+                    }
                 }
             }
             ts = match ts.checked_add(step) {
@@ -757,7 +916,7 @@ impl<'a> Evaluator<'a> {
                         (m.card.clone(), on, names)
                     }
                 };
-                let matching = Matching { on, names };
+                let matching = Grouping { by: on, names };
                 match op {
                     BinOp::And | BinOp::Or | BinOp::Unless => {
                         Ok(Val::Vector(set_op(op, l, r, &matching)))
@@ -791,21 +950,8 @@ impl<'a> Evaluator<'a> {
             Some(LabelModifier::Include(ls)) => (true, ls.labels.clone()),
             Some(LabelModifier::Exclude(ls)) => (false, ls.labels.clone()),
         };
-        let group_key = |labels: &Labels| -> Labels {
-            if by {
-                labels
-                    .iter()
-                    .filter(|(k, _)| names.iter().any(|n| n == *k))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect()
-            } else {
-                labels
-                    .iter()
-                    .filter(|(k, _)| k.as_str() != METRIC_NAME && !names.iter().any(|n| n == *k))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect()
-            }
-        };
+        let grouping = Grouping { by, names };
+        let mut groups_of = Groups::new(&grouping);
         match op.as_str() {
             "topk" | "bottomk" => {
                 let Some(param) = &a.param else {
@@ -827,13 +973,11 @@ impl<'a> Evaluator<'a> {
                 }
                 let k = usize::try_from(k).unwrap_or(usize::MAX);
                 let mut groups: Vec<Vec<El>> = Vec::new();
-                let mut index: HashMap<Labels, usize> = HashMap::new();
                 for el in input {
-                    let key = group_key(&el.labels);
-                    let i = *index.entry(key).or_insert_with(|| {
+                    let (i, new) = groups_of.find(&el.labels);
+                    if new {
                         groups.push(Vec::new());
-                        groups.len() - 1
-                    });
+                    }
                     groups[i].push(el);
                 }
                 let top = op == "topk";
@@ -859,13 +1003,11 @@ impl<'a> Evaluator<'a> {
                     });
                 }
                 let mut groups: Vec<Vec<El>> = Vec::new();
-                let mut index: HashMap<Labels, usize> = HashMap::new();
                 for el in input {
-                    let key = group_key(&el.labels);
-                    let i = *index.entry(key).or_insert_with(|| {
+                    let (i, new) = groups_of.find(&el.labels);
+                    if new {
                         groups.push(Vec::new());
-                        groups.len() - 1
-                    });
+                    }
                     groups[i].push(el);
                 }
                 let mut out = Vec::new();
@@ -906,7 +1048,7 @@ impl<'a> Evaluator<'a> {
                 let mut groups: Vec<(Labels, f64)> = Vec::new();
                 let mut index: HashMap<Labels, usize> = HashMap::new();
                 for el in input {
-                    let mut key = group_key(&el.labels);
+                    let mut key = grouping.key(&el.labels);
                     let value = match &el.h {
                         Some(h) => h.to_string(),
                         None => format_value(el.f),
@@ -922,7 +1064,7 @@ impl<'a> Evaluator<'a> {
                     groups
                         .into_iter()
                         .map(|(labels, f)| El {
-                            labels,
+                            labels: Arc::new(labels),
                             f,
                             h: None,
                             drop: false,
@@ -935,26 +1077,24 @@ impl<'a> Evaluator<'a> {
                     Some(p) if op == "quantile" => Some(self.eval_scalar(p, t)?),
                     _ => None,
                 };
-                type Group = (Labels, bool, Vec<f64>, Vec<Arc<FloatHistogram>>);
+                type Group = (bool, Vec<f64>, Vec<Arc<FloatHistogram>>);
                 let mut groups: Vec<Group> = Vec::new();
-                let mut index: HashMap<Labels, usize> = HashMap::new();
                 for el in input {
-                    let key = group_key(&el.labels);
-                    let has_name = key.contains_key(METRIC_NAME);
-                    let i = *index.entry(key.clone()).or_insert_with(|| {
-                        groups.push((key, false, Vec::new(), Vec::new()));
-                        groups.len() - 1
-                    });
-                    if has_name && el.drop {
-                        groups[i].1 = true;
+                    let (i, new) = groups_of.find(&el.labels);
+                    if new {
+                        groups.push((false, Vec::new(), Vec::new()));
+                    }
+                    if el.drop && groups_of.keys[i].contains_key(METRIC_NAME) {
+                        groups[i].0 = true;
                     }
                     match el.h {
-                        Some(h) => groups[i].3.push(h),
-                        None => groups[i].2.push(el.f),
+                        Some(h) => groups[i].2.push(h),
+                        None => groups[i].1.push(el.f),
                     }
                 }
                 let mut out = Vec::with_capacity(groups.len());
-                for (labels, drop, values, hists) in groups {
+                for (labels, (drop, values, hists)) in groups_of.keys.into_iter().zip(groups) {
+                    let labels = Arc::new(labels);
                     match op.as_str() {
                         "sum" | "avg" if !hists.is_empty() => {
                             if !values.is_empty() {
@@ -1000,6 +1140,71 @@ impl<'a> Evaluator<'a> {
                     });
                 }
                 Ok(Val::Vector(out))
+            }
+        }
+    }
+}
+
+/// The labels an aggregation groups by (`by (names)` or `without (names)`,
+/// which also drops the metric name), or those a binary operation matches
+/// on (`on (names)` or `ignoring (names)`, the same rule).
+struct Grouping {
+    by: bool,
+    names: Vec<String>,
+}
+
+impl Grouping {
+    fn includes(&self, name: &str) -> bool {
+        if self.by {
+            self.names.iter().any(|n| n == name)
+        } else {
+            name != METRIC_NAME && !self.names.iter().any(|n| n == name)
+        }
+    }
+
+    fn pairs<'a>(&'a self, labels: &'a Labels) -> impl Iterator<Item = (&'a String, &'a String)> {
+        labels.iter().filter(|(k, _)| self.includes(k))
+    }
+
+    fn key(&self, labels: &Labels) -> Labels {
+        self.pairs(labels)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
+/// The groups of one aggregation step: an element's group is found by a
+/// hash of its grouping labels, and a group's label set is built once,
+/// when the group is new.
+struct Groups<'g> {
+    grouping: &'g Grouping,
+    index: LabelIndex,
+    keys: Vec<Labels>,
+}
+
+impl<'g> Groups<'g> {
+    fn new(grouping: &'g Grouping) -> Self {
+        Self {
+            grouping,
+            index: LabelIndex::default(),
+            keys: Vec::new(),
+        }
+    }
+
+    /// The position of the group of `labels`, and whether it is new.
+    fn find(&mut self, labels: &Labels) -> (usize, bool) {
+        let hash = hash_labels(self.grouping.pairs(labels));
+        let keys = &self.keys;
+        let grouping = self.grouping;
+        match self
+            .index
+            .find(hash, |i| keys[i].iter().eq(grouping.pairs(labels)))
+        {
+            Some(i) => (i, false),
+            None => {
+                self.keys.push(self.grouping.key(labels));
+                self.index.insert(hash, self.keys.len() - 1);
+                (self.keys.len() - 1, true)
             }
         }
     }
@@ -1310,53 +1515,41 @@ fn vector_scalar(op: BinOp, v: Vec<El>, s: f64, swap: bool, return_bool: bool) -
     out
 }
 
-struct Matching {
-    on: bool,
-    names: Vec<String>,
-}
-
-impl Matching {
-    fn signature(&self, labels: &Labels) -> Labels {
-        if self.on {
-            labels
-                .iter()
-                .filter(|(k, _)| self.names.iter().any(|n| n == *k))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
-        } else {
-            labels
-                .iter()
-                .filter(|(k, _)| k.as_str() != METRIC_NAME && !self.names.iter().any(|n| n == *k))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
+fn set_op(op: BinOp, l: Vec<El>, r: Vec<El>, m: &Grouping) -> Vec<El> {
+    // The match groups of one side, and whether an element of the other
+    // side falls in one of them.
+    let groups = |side: &[El]| {
+        let mut index = LabelIndex::default();
+        for (i, e) in side.iter().enumerate() {
+            index.insert(hash_labels(m.pairs(&e.labels)), i);
         }
-    }
-}
-
-fn set_op(op: BinOp, l: Vec<El>, r: Vec<El>, m: &Matching) -> Vec<El> {
+        index
+    };
+    let in_groups = |index: &LabelIndex, side: &[El], e: &El| {
+        let hash = hash_labels(m.pairs(&e.labels));
+        index
+            .find(hash, |i| m.pairs(&side[i].labels).eq(m.pairs(&e.labels)))
+            .is_some()
+    };
     match op {
         BinOp::And => {
-            let sigs: std::collections::HashSet<Labels> =
-                r.iter().map(|e| m.signature(&e.labels)).collect();
-            l.into_iter()
-                .filter(|e| sigs.contains(&m.signature(&e.labels)))
-                .collect()
+            let index = groups(&r);
+            l.into_iter().filter(|e| in_groups(&index, &r, e)).collect()
         }
         BinOp::Unless => {
-            let sigs: std::collections::HashSet<Labels> =
-                r.iter().map(|e| m.signature(&e.labels)).collect();
+            let index = groups(&r);
             l.into_iter()
-                .filter(|e| !sigs.contains(&m.signature(&e.labels)))
+                .filter(|e| !in_groups(&index, &r, e))
                 .collect()
         }
         _ => {
-            let sigs: std::collections::HashSet<Labels> =
-                l.iter().map(|e| m.signature(&e.labels)).collect();
+            let index = groups(&l);
+            let right: Vec<El> = r
+                .into_iter()
+                .filter(|e| !in_groups(&index, &l, e))
+                .collect();
             let mut out = l;
-            out.extend(
-                r.into_iter()
-                    .filter(|e| !sigs.contains(&m.signature(&e.labels))),
-            );
+            out.extend(right);
             out
         }
     }
@@ -1367,7 +1560,7 @@ fn vector_vector(
     lhs: Vec<El>,
     rhs: Vec<El>,
     card: &VectorMatchCardinality,
-    m: &Matching,
+    m: &Grouping,
     return_bool: bool,
     fill: (Option<f64>, Option<f64>),
 ) -> Result<Vec<El>, Error> {
@@ -1385,34 +1578,41 @@ fn vector_vector(
     // side, fill_right the other way round (sides as matched, after
     // swapping for group_right).
     let (fill_lhs, fill_rhs) = fill;
-    let mut right_order: Vec<Labels> = Vec::with_capacity(rhs.len());
-    let mut right: HashMap<Labels, El> = HashMap::with_capacity(rhs.len());
+    // The right side's match groups, found by a hash of their matching
+    // labels; each left element looks its group up without building a key.
+    let mut right_index = LabelIndex::default();
+    let mut right: Vec<El> = Vec::with_capacity(rhs.len());
     for r in rhs {
-        let sig = m.signature(&r.labels);
-        if let Some(dup) = right.get(&sig) {
+        let hash = hash_labels(m.pairs(&r.labels));
+        if let Some(j) =
+            right_index.find(hash, |j| m.pairs(&right[j].labels).eq(m.pairs(&r.labels)))
+        {
             let side = if swapped { "left" } else { "right" };
             let mut a = DisplayLabels(&r.labels).to_string();
-            let mut b = DisplayLabels(&dup.labels).to_string();
+            let mut b = DisplayLabels(&right[j].labels).to_string();
             if a > b {
                 std::mem::swap(&mut a, &mut b);
             }
             return exec(format!(
                 "found duplicate series for the match group {} on the {side} hand-side of the operation: [{a}, {b}];many-to-many matching not allowed: matching labels must be unique on one side",
-                DisplayLabels(&sig)
+                DisplayLabels(&m.key(&r.labels))
             ));
         }
-        right_order.push(sig.clone());
-        right.insert(sig, r);
+        right_index.insert(hash, right.len());
+        right.push(r);
     }
-    let no_labels = Labels::new();
-    let mut matched: HashMap<Labels, std::collections::HashSet<Labels>> = HashMap::new();
+    let no_labels: Arc<Labels> = Arc::default();
+    // Per right match group: the output label sets it produced so far.
+    let mut matched: Vec<Option<(LabelIndex, Vec<Arc<Labels>>)>> =
+        std::iter::repeat_with(|| None).take(right.len()).collect();
     let mut out = Vec::new();
     for l in lhs {
-        let sig = m.signature(&l.labels);
-        let (rf, rh, rlabels, filled) = match right.get(&sig) {
-            Some(r) => (r.f, r.h.as_ref(), &r.labels, false),
+        let hash = hash_labels(m.pairs(&l.labels));
+        let group = right_index.find(hash, |j| m.pairs(&right[j].labels).eq(m.pairs(&l.labels)));
+        let (rf, rh, rlabels) = match group {
+            Some(j) => (right[j].f, right[j].h.as_ref(), &right[j].labels),
             None => match fill_rhs {
-                Some(f) => (f, None, &no_labels, true),
+                Some(f) => (f, None, &no_labels),
                 None => continue,
             },
         };
@@ -1432,34 +1632,41 @@ fn vector_vector(
         }
         let mut labels = l.labels.clone();
         if one_to_one {
-            if m.on {
-                labels.retain(|k, _| m.names.iter().any(|n| n == k));
-            } else {
-                labels.retain(|k, _| !m.names.iter().any(|n| n == k));
+            let keep = |k: &String| m.by == m.names.iter().any(|n| n == k);
+            if !labels.keys().all(keep) {
+                Arc::make_mut(&mut labels).retain(|k, _| keep(k));
             }
         }
         for name in &include {
             match rlabels.get(name) {
                 Some(v) if !v.is_empty() => {
-                    labels.insert(name.clone(), v.clone());
+                    if labels.get(name) != Some(v) {
+                        Arc::make_mut(&mut labels).insert(name.clone(), v.clone());
+                    }
                 }
                 _ => {
-                    labels.remove(name);
+                    if labels.contains_key(name) {
+                        Arc::make_mut(&mut labels).remove(name);
+                    }
                 }
             }
         }
-        let entry = matched.entry(sig).or_default();
-        if filled {
-            // No match: nothing to check.
-        } else if one_to_one {
-            if !entry.is_empty() {
+        // A filled element (no match) has nothing to check.
+        if let Some(j) = group {
+            let (index, outputs) = matched[j].get_or_insert_with(Default::default);
+            if one_to_one && !outputs.is_empty() {
                 return exec(
                     "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)",
                 );
             }
-            entry.insert(Labels::new());
-        } else if !entry.insert(labels.clone()) {
-            return exec("multiple matches for labels: grouping labels must ensure unique matches");
+            let hash = hash_labels(labels.iter());
+            if index.find(hash, |i| outputs[i] == labels).is_some() {
+                return exec(
+                    "multiple matches for labels: grouping labels must ensure unique matches",
+                );
+            }
+            index.insert(hash, outputs.len());
+            outputs.push(labels.clone());
         }
         if op.is_comparison() && !return_bool && !keep {
             continue;
@@ -1479,11 +1686,10 @@ fn vector_vector(
     if let Some(f) = fill_lhs {
         // Match groups of the right side without a left side: one element
         // with the group's labels.
-        for sig in right_order {
-            if matched.contains_key(&sig) {
+        for (r, matched) in right.iter().zip(&matched) {
+            if matched.is_some() {
                 continue;
             }
-            let Some(r) = right.get(&sig) else { continue };
             let (fl, fr, hl, hr) = if swapped {
                 (r.f, f, r.h.as_ref(), None)
             } else {
@@ -1501,7 +1707,7 @@ fn vector_vector(
                 }
             }
             out.push(El {
-                labels: sig,
+                labels: Arc::new(m.key(&r.labels)),
                 f: val,
                 h,
                 drop: true,

@@ -8,7 +8,9 @@ use regex::Regex;
 
 use std::sync::Arc;
 
-use super::engine::{El, Evaluator, MSer, Mat, Val, exec, valid_label_name};
+use super::engine::{
+    El, Evaluator, LabelIndex, MSer, Mat, Val, exec, hash_labels, valid_label_name,
+};
 use super::histogram::{CounterResetHint, FloatHistogram};
 use super::{Error, Labels, METRIC_NAME};
 
@@ -58,20 +60,20 @@ pub(crate) fn call(ev: &Evaluator<'_>, name: &str, args: &Args, t: i64) -> Resul
             let (natives, classic) = split_histograms(v);
             for (q, qs) in &qs {
                 for (labels, h) in &natives {
-                    let mut l = labels.clone();
+                    let mut l = (**labels).clone();
                     l.insert(label.clone(), qs.clone());
                     out.push(El {
-                        labels: l,
+                        labels: Arc::new(l),
                         f: h.quantile(*q),
                         h: None,
                         drop: true,
                     });
                 }
                 for (labels, buckets) in &classic {
-                    let mut l = labels.clone();
+                    let mut l = (**labels).clone();
                     l.insert(label.clone(), qs.clone());
                     out.push(El {
-                        labels: l,
+                        labels: Arc::new(l),
                         f: bucket_quantile(*q, buckets.clone()),
                         h: None,
                         drop: true,
@@ -104,7 +106,7 @@ pub(crate) fn call(ev: &Evaluator<'_>, name: &str, args: &Args, t: i64) -> Resul
         }
         "pi" => Ok(Val::Scalar(std::f64::consts::PI)),
         "vector" => Ok(Val::Vector(vec![El {
-            labels: Labels::new(),
+            labels: Arc::default(),
             f: ev.eval_scalar(arg(args, 0)?, t)?,
             h: None,
             drop: false,
@@ -214,7 +216,7 @@ pub(crate) fn call(ev: &Evaluator<'_>, name: &str, args: &Args, t: i64) -> Resul
             let v = match args.first() {
                 Some(a) => ev.eval_vector(a, t)?,
                 None => vec![El {
-                    labels: Labels::new(),
+                    labels: Arc::default(),
                     f: now,
                     h: None,
                     drop: false,
@@ -291,7 +293,7 @@ pub(crate) fn call(ev: &Evaluator<'_>, name: &str, args: &Args, t: i64) -> Resul
                 return Ok(Val::Vector(Vec::new()));
             }
             Ok(Val::Vector(vec![El {
-                labels: absent_labels(a),
+                labels: Arc::new(absent_labels(a)),
                 f: 1.0,
                 h: None,
                 drop: false,
@@ -307,7 +309,7 @@ pub(crate) fn call(ev: &Evaluator<'_>, name: &str, args: &Args, t: i64) -> Resul
                 return Ok(Val::Vector(Vec::new()));
             }
             Ok(Val::Vector(vec![El {
-                labels: absent_labels(a),
+                labels: Arc::new(absent_labels(a)),
                 f: 1.0,
                 h: None,
                 drop: false,
@@ -448,7 +450,7 @@ pub(crate) fn call(ev: &Evaluator<'_>, name: &str, args: &Args, t: i64) -> Resul
                         "ts_of_max_over_time" | "ts_of_min_over_time" => {
                             let max = name == "ts_of_max_over_time";
                             let mut best: Option<(i64, f64)> = None;
-                            for &(ts, f) in p {
+                            for &(ts, f) in p.iter() {
                                 best = match best {
                                     None => Some((ts, f)),
                                     Some((_, b))
@@ -686,7 +688,7 @@ fn info(ev: &Evaluator<'_>, args: &Args, t: i64) -> Result<Val, Error> {
                 continue;
             }
             matched = true;
-            for (k, v) in &info.labels {
+            for (k, v) in info.labels.iter() {
                 if k == METRIC_NAME
                     || IDENTIFYING_LABELS.contains(&k.as_str())
                     || el.labels.contains_key(k)
@@ -710,8 +712,11 @@ fn info(ev: &Evaluator<'_>, args: &Args, t: i64) -> Result<Val, Error> {
         if !matched && requires_match {
             continue;
         }
-        for (k, (v, _)) in added {
-            el.labels.insert(k, v);
+        if !added.is_empty() {
+            let labels = Arc::make_mut(&mut el.labels);
+            for (k, (v, _)) in added {
+                labels.insert(k, v);
+            }
         }
         out.push(el);
     }
@@ -751,9 +756,11 @@ fn label_replace(ev: &Evaluator<'_>, args: &Args, t: i64) -> Result<Val, Error> 
             let mut res = String::new();
             caps.expand(&repl, &mut res);
             if res.is_empty() {
-                el.labels.remove(&dst);
-            } else {
-                el.labels.insert(dst.clone(), res);
+                if el.labels.contains_key(&dst) {
+                    Arc::make_mut(&mut el.labels).remove(&dst);
+                }
+            } else if el.labels.get(&dst) != Some(&res) {
+                Arc::make_mut(&mut el.labels).insert(dst.clone(), res);
             }
             if dst == METRIC_NAME {
                 el.drop = false;
@@ -786,9 +793,11 @@ fn label_join(ev: &Evaluator<'_>, args: &Args, t: i64) -> Result<Val, Error> {
             .collect::<Vec<_>>()
             .join(&sep);
         if joined.is_empty() {
-            el.labels.remove(&dst);
-        } else {
-            el.labels.insert(dst.clone(), joined);
+            if el.labels.contains_key(&dst) {
+                Arc::make_mut(&mut el.labels).remove(&dst);
+            }
+        } else if el.labels.get(&dst) != Some(&joined) {
+            Arc::make_mut(&mut el.labels).insert(dst.clone(), joined);
         }
         if dst == METRIC_NAME {
             el.drop = false;
@@ -1066,12 +1075,14 @@ fn histogram_quantile(q: f64, v: Vec<El>) -> Vec<El> {
     out
 }
 
-type BucketGroups = Vec<(Labels, Vec<(f64, f64)>)>;
+type BucketGroups = Vec<(Arc<Labels>, Vec<(f64, f64)>)>;
 
 /// Native histograms and classic bucket groups of `v`; a native histogram
 /// with the labels of a classic group (without `le`) conflicts with it and
 /// both are left out.
-fn split_histograms(v: Vec<El>) -> (Vec<(Labels, Arc<FloatHistogram>)>, BucketGroups) {
+type NativeHistograms = Vec<(Arc<Labels>, Arc<FloatHistogram>)>;
+
+fn split_histograms(v: Vec<El>) -> (NativeHistograms, BucketGroups) {
     let mut natives = Vec::new();
     let mut floats = Vec::new();
     for el in v {
@@ -1332,19 +1343,24 @@ fn histogram_rate(hs: &[(i64, Arc<FloatHistogram>)], counter: bool) -> Option<Fl
 
 /// Classic histogram buckets grouped by their labels without `le`; each
 /// bucket is (upper bound, cumulative count).
-fn bucket_groups(v: Vec<El>) -> Vec<(Labels, Vec<(f64, f64)>)> {
-    let mut groups: Vec<(Labels, Vec<(f64, f64)>)> = Vec::new();
-    let mut index: std::collections::HashMap<Labels, usize> = std::collections::HashMap::new();
+fn bucket_groups(v: Vec<El>) -> BucketGroups {
+    let mut groups: BucketGroups = Vec::new();
+    let mut index = LabelIndex::default();
     for el in v {
         let Some(le) = el.labels.get("le").and_then(|s| parse_le(s)) else {
             continue;
         };
-        let mut key = el.labels;
-        key.remove("le");
-        let i = *index.entry(key.clone()).or_insert_with(|| {
-            groups.push((key, Vec::new()));
-            groups.len() - 1
-        });
+        let key = || el.labels.iter().filter(|(k, _)| k.as_str() != "le");
+        let hash = hash_labels(key());
+        let i = match index.find(hash, |i| groups[i].0.iter().eq(key())) {
+            Some(i) => i,
+            None => {
+                let labels = key().map(|(k, v)| (k.clone(), v.clone())).collect();
+                groups.push((Arc::new(labels), Vec::new()));
+                index.insert(hash, groups.len() - 1);
+                groups.len() - 1
+            }
+        };
         groups[i].1.push((le, el.f));
     }
     groups
