@@ -663,7 +663,7 @@ scrape_configs:
         url = recv.url
     );
     let agent = start_agent(Config::parse(Path::new("push.yaml"), &yaml).unwrap()).await;
-    let client = reqwest::Client::new();
+    let client = lucia_common::http_client::client();
     let push_url = format!("http://127.0.0.1:{port}/loki/api/v1/push");
     let json =
         r#"{"streams":[{"stream":{"app":"a"},"values":[["1700000000000000001","from json"]]}]}"#;

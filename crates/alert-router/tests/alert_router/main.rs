@@ -125,7 +125,7 @@ impl Router {
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::new()
+    lucia_common::http_client::client()
 }
 
 /// A local webhook receiver: every payload goes to the channel; the first

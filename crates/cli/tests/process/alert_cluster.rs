@@ -181,7 +181,7 @@ async fn wait_active_silence(web: &str, path: &str) {
 /// `web` (as `tenant`, when given) and returns its id.
 async fn create_silence(web: &str, tenant: Option<&str>, value: &str) -> String {
     let now = chrono::Utc::now();
-    let mut request = reqwest::Client::new()
+    let mut request = lucia_common::http_client::client()
         .post(format!("http://{web}/api/v2/silences"))
         .json(&json!({
             "matchers": [{"name": "alertname", "value": value, "isRegex": false, "isEqual": true}],
@@ -212,7 +212,7 @@ async fn post_alerts(web: &str, alertnames: &[&str]) -> bool {
             })
         })
         .collect();
-    reqwest::Client::new()
+    lucia_common::http_client::client()
         .post(format!("http://{web}/api/v2/alerts"))
         .json(&alerts)
         .send()
@@ -456,7 +456,7 @@ async fn cluster_replicates_each_tenant_apart() {
     }
     ready_with_peers(&members[1].web, 2).await;
     let id = create_silence(&members[0].web, Some("team-a"), "X").await;
-    let client = reqwest::Client::new();
+    let client = lucia_common::http_client::client();
     let silences_of = |tenant: &'static str| {
         let client = client.clone();
         let web = members[1].web.clone();

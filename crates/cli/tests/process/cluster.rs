@@ -169,7 +169,7 @@ async fn replicated_writes_survive_an_ingester_loss() {
             format!("http://{dist}/loki/api/v1/push"),
         );
         tokio::spawn(async move {
-            let client = reqwest::Client::new();
+            let client = lucia_common::http_client::client();
             let base = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_nanos() as i64)

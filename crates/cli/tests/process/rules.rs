@@ -104,7 +104,7 @@ fn rules_check_like_promtool() {
 }
 
 async fn query(addr: &str, q: &str) -> serde_json::Value {
-    prom_query(&reqwest::Client::new(), addr, q, None).await
+    prom_query(&lucia_common::http_client::client(), addr, q, None).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

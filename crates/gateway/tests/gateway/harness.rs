@@ -248,7 +248,7 @@ impl Gateway {
         tokio::spawn(async move { serve_roles(listener, &serve_ctx, vec![role]).await });
         Gateway {
             addr,
-            client: reqwest::Client::builder()
+            client: lucia_common::http_client::builder()
                 .no_proxy()
                 .build()
                 .expect("client"),

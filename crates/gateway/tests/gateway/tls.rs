@@ -124,7 +124,7 @@ async fn tls_with_certificate_reload() {
     assert_eq!(status, 200);
 
     // Plain HTTP to the TLS port gets nowhere.
-    let plain = reqwest::Client::builder()
+    let plain = lucia_common::http_client::builder()
         .no_proxy()
         .build()
         .expect("client")

@@ -83,13 +83,20 @@ fn http_client(config: &PoolConfig) -> reqwest::Client {
     } else {
         reqwest::redirect::Policy::none()
     };
-    reqwest::Client::builder()
+    // tls_config was read once when the config loaded; a file that went
+    // bad since then leaves the job with the default trust roots (and its
+    // scrapes failing verification) rather than without a client.
+    let builder = config.scrape.http().client_builder().unwrap_or_else(|err| {
+        tracing::error!(job = %config.scrape.job_name, %err, "cannot apply tls_config");
+        lucia_common::http_client::builder()
+    });
+    builder
         .redirect(policy)
         .no_proxy()
         .build()
         .unwrap_or_else(|err| {
             tracing::error!(%err, "cannot configure the scrape http client, using defaults");
-            reqwest::Client::new()
+            lucia_common::http_client::client()
         })
 }
 

@@ -216,7 +216,7 @@ fn post_form(rt: &tokio::runtime::Runtime, url: &str, form: &[(&str, &str)]) -> 
         .extend_pairs(form)
         .finish();
     rt.block_on(async {
-        let resp = reqwest::Client::new()
+        let resp = lucia_common::http_client::client()
             .post(url)
             .header("Content-Type", "application/x-www-form-urlencoded")
             .body(body)
@@ -660,7 +660,7 @@ fn limits_samples_and_tenants() {
     let d = data();
     d.load(&lucia.source());
     let (rt, base) = (&lucia.rt, lucia.url());
-    let client = reqwest::Client::new();
+    let client = lucia_common::http_client::client();
     let query = |tenant: Option<&str>, q: &str| {
         rt.block_on(async {
             let mut req = client.get(format!(
