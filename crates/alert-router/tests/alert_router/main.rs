@@ -6,6 +6,7 @@
 
 mod clients;
 mod pipeline;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
