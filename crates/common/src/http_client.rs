@@ -143,15 +143,32 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
     text
 }
 
+/// A reqwest client builder that trusts no server certificate: for a
+/// `tls_config` that can no longer be applied (a file gone since the config
+/// loaded), https then fails closed instead of falling back to the system's
+/// roots, while the error that caused it is logged by the caller.
+#[allow(clippy::disallowed_methods)] // TLS is preconfigured right here
+pub fn builder_trusting_nothing() -> reqwest::ClientBuilder {
+    let config = default_versions()
+        .with_root_certificates(RootCertStore::empty())
+        .with_no_client_auth();
+    reqwest::Client::builder().tls_backend_preconfigured(config)
+}
+
 /// The rustls configuration without a `tls_config`.
 pub fn default_client_config() -> ClientConfig {
     let (roots, _) = default_roots();
+    default_versions()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
+/// ring with TLS 1.2 and 1.3.
+fn default_versions() -> rustls::ConfigBuilder<ClientConfig, rustls::WantsVerifier> {
     ClientConfig::builder_with_provider(crypto_provider())
         .with_safe_default_protocol_versions()
         // an invariant, not input: ring implements TLS 1.2 and 1.3
         .expect("the ring provider supports the default TLS versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth()
 }
 
 /// PEM text and where it came from: the field that named it and the file
@@ -460,6 +477,7 @@ mod tests {
         assert!(CryptoProvider::get_default().is_none());
         client();
         builder().build().unwrap();
+        builder_trusting_nothing().build().unwrap();
         builder_with_tls(None).unwrap().build().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let ca = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();

@@ -83,12 +83,13 @@ fn http_client(config: &PoolConfig) -> reqwest::Client {
     } else {
         reqwest::redirect::Policy::none()
     };
-    // tls_config was read once when the config loaded; a file that went
-    // bad since then leaves the job with the default trust roots (and its
-    // scrapes failing verification) rather than without a client.
+    // tls_config was read when the config loaded; a file that went bad
+    // since then fails this job's https scrapes closed (no trusted root)
+    // rather than trusting the system's roots instead.
     let builder = config.scrape.http().client_builder().unwrap_or_else(|err| {
-        tracing::error!(job = %config.scrape.job_name, %err, "cannot apply tls_config");
-        lucia_common::http_client::builder()
+        tracing::error!(job = %config.scrape.job_name, %err,
+            "cannot apply tls_config: https scrapes of this job will fail");
+        lucia_common::http_client::builder_trusting_nothing()
     });
     builder
         .redirect(policy)
