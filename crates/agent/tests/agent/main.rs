@@ -519,9 +519,17 @@ fn config_errors_name_file_line_and_field() {
         "scrape_configs:\n  - job_name: a\n    consul_sd_configs:\n      - server: c:8500\n";
     let err = config_error(&format!("{consul}        servics: [x]\n"));
     assert!(err.contains("servics") && err.contains("line 5"), "{err}");
-    let err = config_error(&format!("{consul}        scheme: https\n"));
+    let err = config_error(&format!("{consul}        scheme: gopher\n"));
     assert!(
-        err.contains("consul_sd_configs[0]") && err.contains("https"),
+        err.contains("consul_sd_configs[0]") && err.contains("gopher"),
+        "{err}"
+    );
+    let err = config_error(
+        "clients:\n  - url: https://x/loki/api/v1/push\n    tls_config:\n      ca_file: /nonexistent/ca.pem\n",
+    );
+    assert!(
+        err.contains("p.yaml")
+            && err.contains("clients[0].tls_config.ca_file: cannot read /nonexistent/ca.pem"),
         "{err}"
     );
     let config = Config::parse(
