@@ -364,11 +364,15 @@ async fn server_errors_are_retried_without_loss() {
     let agent = start_agent(config(dir.path(), &recv.url, "")).await;
     recv.wait_for(expected.len()).await;
     assert_eq!(recv.failed.load(Ordering::SeqCst), 5);
-    let ready = reqwest::get(format!("http://{}/ready", agent.addr))
+    let ready = lucia_common::http_client::client()
+        .get(format!("http://{}/ready", agent.addr))
+        .send()
         .await
         .unwrap();
     assert_eq!(ready.status(), 200);
-    let metrics = reqwest::get(format!("http://{}/metrics", agent.addr))
+    let metrics = lucia_common::http_client::client()
+        .get(format!("http://{}/metrics", agent.addr))
+        .send()
         .await
         .unwrap()
         .text()
@@ -401,7 +405,9 @@ async fn client_errors_are_dropped_and_counted() {
     // once it arrived the counters of the earlier ones are up to date.
     append(&logs.join("x.log"), numbered("accepted", 2..3));
     recv.wait_for(3).await;
-    let metrics = reqwest::get(format!("http://{}/metrics", agent.addr))
+    let metrics = lucia_common::http_client::client()
+        .get(format!("http://{}/metrics", agent.addr))
+        .send()
         .await
         .unwrap()
         .text()
@@ -623,7 +629,9 @@ async fn long_lines_are_truncated_or_dropped() {
     append(&logs.join("x.log"), ["a".repeat(25), "short".to_string()]);
     let agent = start_agent(config(dir.path(), &recv.url, limits)).await;
     recv.wait_for(1).await;
-    let metrics = reqwest::get(format!("http://{}/metrics", agent.addr))
+    let metrics = lucia_common::http_client::client()
+        .get(format!("http://{}/metrics", agent.addr))
+        .send()
         .await
         .unwrap()
         .text()
@@ -968,7 +976,9 @@ scrape_configs:
 
 /// The agent's `/metrics` text.
 async fn metrics_text(addr: std::net::SocketAddr) -> String {
-    reqwest::get(format!("http://{addr}/metrics"))
+    lucia_common::http_client::client()
+        .get(format!("http://{addr}/metrics"))
+        .send()
         .await
         .unwrap()
         .text()

@@ -113,7 +113,11 @@ async fn webhook() -> (String, mpsc::UnboundedReceiver<(Instant, Value)>) {
 }
 
 async fn get_json(web: &str, path: &str) -> Option<Value> {
-    let resp = reqwest::get(format!("http://{web}{path}")).await.ok()?;
+    let resp = lucia_common::http_client::client()
+        .get(format!("http://{web}{path}"))
+        .send()
+        .await
+        .ok()?;
     if resp.status() != 200 {
         return None;
     }

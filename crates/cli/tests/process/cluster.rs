@@ -73,7 +73,9 @@ fn spawn(role: &str, data_dir: &Path, port: u16, config: &str) -> Child {
 /// The state of `instance` in the distributor's `/ring` page, or None when
 /// it is not in the ring.
 async fn ring_state(distributor: &str, instance: &str) -> Option<String> {
-    let body: serde_json::Value = reqwest::get(format!("http://{distributor}/ring"))
+    let body: serde_json::Value = lucia_common::http_client::client()
+        .get(format!("http://{distributor}/ring"))
+        .send()
         .await
         .ok()?
         .json()

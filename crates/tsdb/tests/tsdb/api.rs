@@ -206,7 +206,11 @@ struct Answer {
 
 fn get(rt: &tokio::runtime::Runtime, url: &str) -> Answer {
     rt.block_on(async {
-        let resp = reqwest::get(url).await.unwrap();
+        let resp = lucia_common::http_client::client()
+            .get(url)
+            .send()
+            .await
+            .unwrap();
         answer(resp).await
     })
 }
@@ -822,7 +826,9 @@ fn start_prometheus(
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let ready = rt.block_on(async {
-            reqwest::get(format!("{url}/-/ready"))
+            lucia_common::http_client::client()
+                .get(format!("{url}/-/ready"))
+                .send()
                 .await
                 .is_ok_and(|r| r.status().is_success())
         });

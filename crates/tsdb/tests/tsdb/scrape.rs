@@ -433,13 +433,14 @@ async fn garbage_target_is_down_and_others_keep_going() {
 
     // The HTTP API in Prometheus' envelope.
     let server = serve(manager.router()).await;
-    let body: serde_json::Value =
-        reqwest::get(format!("http://{server}/api/v1/targets?state=active"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+    let body: serde_json::Value = lucia_common::http_client::client()
+        .get(format!("http://{server}/api/v1/targets?state=active"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(body["status"], "success");
     assert_eq!(body["data"]["activeTargets"].as_array().unwrap().len(), 4);
     assert_eq!(body["data"]["droppedTargets"], serde_json::json!([]));
@@ -459,14 +460,18 @@ async fn garbage_target_is_down_and_others_keep_going() {
     ] {
         assert!(t.get(field).is_some(), "{field} missing in {t}");
     }
-    let pools: serde_json::Value = reqwest::get(format!("http://{server}/api/v1/scrape_pools"))
+    let pools: serde_json::Value = lucia_common::http_client::client()
+        .get(format!("http://{server}/api/v1/scrape_pools"))
+        .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
     assert_eq!(pools["data"]["scrapePools"], serde_json::json!(["mixed"]));
-    let all: serde_json::Value = reqwest::get(format!("http://{server}/api/v1/targets"))
+    let all: serde_json::Value = lucia_common::http_client::client()
+        .get(format!("http://{server}/api/v1/targets"))
+        .send()
         .await
         .unwrap()
         .json()
@@ -781,7 +786,7 @@ fn free_port() -> u16 {
 async fn wait_http(url: &str) {
     let deadline = tokio::time::Instant::now() + TIMEOUT;
     loop {
-        if let Ok(r) = reqwest::get(url).await
+        if let Ok(r) = lucia_common::http_client::client().get(url).send().await
             && r.status().is_success()
         {
             return;
