@@ -45,7 +45,8 @@ impl Client {
             url: config.url.clone(),
             message,
         };
-        let http = reqwest::Client::builder()
+        let http = lucia_common::http_client::builder_with_tls(config.tls_config.as_ref())
+            .map_err(|e| build_err(e.to_string()))?
             .timeout(config.timeout.0)
             .user_agent(concat!("lucia-agent/", env!("CARGO_PKG_VERSION")))
             .build()

@@ -64,6 +64,10 @@ impl Config {
                     client.url
                 )));
             }
+            if let Some(tls) = &client.tls_config {
+                lucia_common::http_client::client_config(tls)
+                    .map_err(|e| invalid(format!("clients[{i}].{e}")))?;
+            }
         }
         let limits = &self.limits_config;
         if limits.readline_rate_enabled {
@@ -223,8 +227,8 @@ pub struct ClientConfig {
     pub bearer_token_file: Option<PathBuf>,
     pub headers: BTreeMap<String, String>,
     pub drop_rate_limited_batches: bool,
-    /// Accepted and ignored.
-    pub tls_config: Option<IgnoredAny>,
+    /// Promtail's `tls_config` (Prometheus' fields), for https URLs.
+    pub tls_config: Option<lucia_common::http_config::TlsConfig>,
     pub proxy_url: Option<String>,
     pub name: Option<String>,
 }

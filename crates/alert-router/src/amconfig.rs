@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lucia_common::duration::ConfigDuration;
+use lucia_common::http_config::TlsConfig;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
@@ -52,6 +53,7 @@ pub struct GlobalConfig {
     pub smtp_auth_secret: String,
     pub smtp_auth_identity: String,
     pub smtp_require_tls: bool,
+    pub smtp_tls_config: Option<TlsConfig>,
     pub slack_api_url: Option<String>,
     pub slack_api_url_file: Option<String>,
     pub pagerduty_url: String,
@@ -82,6 +84,7 @@ impl Default for GlobalConfig {
             smtp_auth_secret: String::new(),
             smtp_auth_identity: String::new(),
             smtp_require_tls: true,
+            smtp_tls_config: None,
             slack_api_url: None,
             slack_api_url_file: None,
             pagerduty_url: "https://events.pagerduty.com/v2/enqueue".to_string(),
@@ -114,8 +117,31 @@ pub struct HttpConfig {
     pub proxy_connect_header: Option<IgnoredAny>,
     pub follow_redirects: Option<bool>,
     pub enable_http2: Option<bool>,
-    pub tls_config: Option<IgnoredAny>,
+    pub tls_config: Option<TlsConfig>,
     pub oauth2: Option<IgnoredAny>,
+    /// The client of an `http_config` with a `tls_config`, built when the
+    /// configuration loads (so that a bad file fails the load, as in
+    /// Alertmanager, and the connection pool lives as long as the config).
+    /// `None`: the router's shared client.
+    #[serde(skip)]
+    pub client: Option<reqwest::Client>,
+}
+
+impl HttpConfig {
+    /// Resolves the TLS files against the config file's folder (as
+    /// Alertmanager does) and builds the client of a `tls_config`.
+    fn prepare(&mut self, dir: &Path) -> Result<(), String> {
+        let Some(tls) = &mut self.tls_config else {
+            return Ok(());
+        };
+        tls.set_directory(dir);
+        let client = lucia_common::http_client::builder_with_tls(Some(tls))
+            .map_err(|e| format!("http_config.{e}"))?
+            .build()
+            .map_err(|e| format!("http_config: cannot build the http client: {e}"))?;
+        self.client = Some(client);
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -267,7 +293,14 @@ pub struct EmailConfig {
     pub html: Option<String>,
     pub text: Option<String>,
     pub require_tls: Option<bool>,
-    pub tls_config: Option<IgnoredAny>,
+    pub tls_config: Option<TlsConfig>,
+    /// true: TLS from the first byte; false: never (STARTTLS if
+    /// `require_tls`); unset: only when the smarthost's port is 465.
+    pub force_implicit_tls: Option<bool>,
+    /// The rustls configuration of `tls_config`, built when the
+    /// configuration loads (so that a bad file fails the load).
+    #[serde(skip)]
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -501,6 +534,7 @@ impl AmConfig {
             message,
         };
         let global = file.global.clone().unwrap_or_default();
+        let dir = path.parent().unwrap_or(Path::new("."));
 
         // Receivers.
         let mut receivers = BTreeMap::new();
@@ -550,6 +584,9 @@ impl AmConfig {
                 if w.http_config.is_none() {
                     w.http_config.clone_from(&global.http_config);
                 }
+                if let Some(h) = &mut w.http_config {
+                    h.prepare(dir).map_err(|m| invalid(&field, m))?;
+                }
                 recv.webhooks.push(w);
             }
             for (j, e) in rc.email_configs.iter().enumerate() {
@@ -591,6 +628,18 @@ impl AmConfig {
                     e.auth_identity.clone_from(&global.smtp_auth_identity);
                 }
                 e.require_tls.get_or_insert(global.smtp_require_tls);
+                if e.tls_config.is_none() {
+                    e.tls_config.clone_from(&global.smtp_tls_config);
+                }
+                // Alertmanager resolves only http_config paths against the
+                // config's folder; email's too, so that one config works
+                // whatever the process's working directory.
+                let mut tls = e.tls_config.clone().unwrap_or_default();
+                tls.set_directory(dir);
+                let config = lucia_common::http_client::client_config(&tls)
+                    .map_err(|m| invalid(&field, m.to_string()))?;
+                e.tls_config = Some(tls);
+                e.tls = Some(std::sync::Arc::new(config));
                 e.send_resolved.get_or_insert(false);
                 // Header names are case-insensitive; Alertmanager title-cases them.
                 let mut headers = BTreeMap::new();
@@ -632,6 +681,9 @@ impl AmConfig {
                 if s.http_config.is_none() {
                     s.http_config.clone_from(&global.http_config);
                 }
+                if let Some(h) = &mut s.http_config {
+                    h.prepare(dir).map_err(|m| invalid(&field, m))?;
+                }
                 recv.slacks.push(s);
             }
             for (j, p) in rc.pagerduty_configs.iter().enumerate() {
@@ -656,6 +708,9 @@ impl AmConfig {
                 p.send_resolved.get_or_insert(true);
                 if p.http_config.is_none() {
                     p.http_config.clone_from(&global.http_config);
+                }
+                if let Some(h) = &mut p.http_config {
+                    h.prepare(dir).map_err(|m| invalid(&field, m))?;
                 }
                 recv.pagerduties.push(p);
             }
@@ -1042,6 +1097,8 @@ const SECRET_KEYS: &[&str] = &[
     "user_key",
     "bot_token",
     "webhook_url",
+    // tls_config's inline private key (PEM, usually a block scalar)
+    "key",
 ];
 
 /// Replaces the values of secret fields by `<secret>`, as Alertmanager's
@@ -1050,9 +1107,18 @@ pub fn mask_secrets(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut in_slack = false;
     let mut slack_indent = 0;
+    // Inside the block scalar (`key: |`) of a masked field: lines indented
+    // deeper than this are dropped.
+    let mut masked_block: Option<usize> = None;
     for line in text.lines() {
         let trimmed = line.trim_start();
         let indent = line.len() - trimmed.len();
+        if let Some(block_indent) = masked_block {
+            if trimmed.is_empty() || indent > block_indent {
+                continue;
+            }
+            masked_block = None;
+        }
         let body = trimmed.strip_prefix("- ").unwrap_or(trimmed);
         if body.starts_with("slack_configs:") {
             in_slack = true;
@@ -1069,6 +1135,9 @@ pub fn mask_secrets(text: &str) -> String {
             let value = value.trim();
             let secret = SECRET_KEYS.contains(&key) || (in_slack && key == "api_url");
             (secret && !value.is_empty() && !value.starts_with('#')).then(|| {
+                if value.starts_with('|') || value.starts_with('>') {
+                    masked_block = Some(indent);
+                }
                 let prefix_len = line.len() - body.len();
                 format!("{}{key}: <secret>", &line[..prefix_len])
             })
@@ -1123,6 +1192,21 @@ receivers:
   pagerduty_configs:
   - routing_key: abc
 "#;
+
+    #[test]
+    fn masks_an_inline_tls_key_block() {
+        let text = "receivers:\n- name: a\n  webhook_configs:\n  - url: http://x\n    http_config:\n      tls_config:\n        key: |\n          -----BEGIN PRIVATE KEY-----\n          c2VjcmV0\n          -----END PRIVATE KEY-----\n        insecure_skip_verify: true\n";
+        let masked = mask_secrets(text);
+        assert!(masked.contains("        key: <secret>\n"), "{masked}");
+        assert!(
+            !masked.contains("c2VjcmV0") && !masked.contains("BEGIN"),
+            "{masked}"
+        );
+        assert!(
+            masked.contains("        insecure_skip_verify: true"),
+            "{masked}"
+        );
+    }
 
     #[test]
     fn parses_a_full_file() {

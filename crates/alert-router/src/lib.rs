@@ -173,7 +173,7 @@ pub async fn start(config: Config, ctx: RoleContext) -> Result<Role, Error> {
     metrics
         .config_last_reload_success_timestamp
         .set(Utc::now().timestamp());
-    let client = reqwest::Client::builder()
+    let client = lucia_common::http_client::builder()
         .build()
         .map_err(|e| Error::Internal(format!("cannot build the HTTP client: {e}")))?;
     let cluster_start = cluster::Cluster::start(cluster::StartOptions {

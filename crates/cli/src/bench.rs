@@ -105,7 +105,7 @@ pub async fn push(args: PushBenchArgs) -> anyhow::Result<()> {
     let ok_bytes = Arc::new(AtomicU64::new(0));
     let ok_lines = Arc::new(AtomicU64::new(0));
     let failures = Arc::new(AtomicU64::new(0));
-    let client = reqwest::Client::builder()
+    let client = lucia_common::http_client::builder()
         .timeout(Duration::from_secs(60))
         .build()?;
     let start = Instant::now();

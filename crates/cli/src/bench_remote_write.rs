@@ -129,7 +129,7 @@ pub async fn remote_write(args: RemoteWriteBenchArgs) -> anyhow::Result<()> {
             },
         })
         .collect();
-    let client = reqwest::Client::new();
+    let client = lucia_common::http_client::client();
     let sent_samples = Arc::new(AtomicU64::new(0));
     // Like Prometheus' shards: a series always goes through the same
     // worker, so its samples arrive in order.

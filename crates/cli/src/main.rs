@@ -389,6 +389,9 @@ fn promtail_style_args(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString>
 
 fn main() -> std::process::ExitCode {
     disable_transparent_huge_pages();
+    // Lucia's own clients carry their provider (lucia_common::http_client);
+    // this is for any library that asks rustls for the process default.
+    lucia_common::http_client::install_default_provider();
     match real_main() {
         Ok(code) => code,
         Err(err) => {

@@ -345,7 +345,7 @@ impl ConsulClient {
         if host_port.is_empty() || host_port.contains('/') {
             return Err(invalid("expected host:port or http://host:port"));
         }
-        let http = reqwest::Client::builder()
+        let http = crate::http_client::builder()
             .connect_timeout(Duration::from_secs(5))
             .build()
             .map_err(|err| invalid(&format!("cannot build the http client: {err}")))?;

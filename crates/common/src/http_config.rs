@@ -79,15 +79,18 @@ macro_rules! with_http_client_fields {
                 if let Some(f) = &mut self.bearer_token_file {
                     *f = $crate::http_config::join_dir(dir, f);
                 }
+                if let Some(tls) = &mut self.tls_config {
+                    tls.set_directory(dir);
+                }
             }
         }
     };
 }
 
 /// Prometheus' HTTP client options (inlined in scrape and Consul SD
-/// configs). Basic auth, `authorization` and `bearer_token(_file)` are
-/// used; TLS, OAuth2 and proxies are accepted and ignored with a warning
-/// (this build has no TLS).
+/// configs). Basic auth, `authorization`, `bearer_token(_file)` and
+/// `tls_config` are used; OAuth2 and proxies are accepted and ignored with
+/// a warning.
 #[derive(Debug, Clone, Default)]
 pub struct HttpClientConfig {
     pub basic_auth: Option<BasicAuth>,
@@ -148,8 +151,9 @@ impl HttpClientConfig {
                 "at most one of basic_auth password & password_file must be configured".into(),
             );
         }
-        if self.tls_config.is_some() {
-            tracing::warn!(%context, "tls_config is ignored: this build has no TLS");
+        if let Some(tls) = &self.tls_config {
+            // Reads the files now, so that a bad path fails the config load.
+            crate::http_client::client_config(tls).map_err(|e| e.to_string())?;
         }
         if self.oauth2.is_some() {
             tracing::warn!(%context, "oauth2 is not supported and is ignored");
@@ -161,6 +165,11 @@ impl HttpClientConfig {
             tracing::warn!(%context, "http_headers is not supported and is ignored");
         }
         Ok(())
+    }
+
+    /// A reqwest client builder with `tls_config` applied.
+    pub fn client_builder(&self) -> Result<reqwest::ClientBuilder, crate::http_client::TlsError> {
+        crate::http_client::builder_with_tls(self.tls_config.as_ref())
     }
 
     /// The `Authorization` header value, reading credential files now.
@@ -229,7 +238,7 @@ pub struct Authorization {
     pub credentials_file: Option<String>,
 }
 
-/// Prometheus' `tls_config`: parsed so that files using it load, ignored.
+/// Prometheus' `tls_config`, applied by [`crate::http_client::client_config`].
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
@@ -259,6 +268,19 @@ pub struct TlsConfig {
     pub min_version: Option<String>,
     #[serde(default)]
     pub max_version: Option<String>,
+}
+
+impl TlsConfig {
+    /// Resolves `ca_file`, `cert_file` and `key_file` against the folder
+    /// of the configuration file.
+    pub fn set_directory(&mut self, dir: &Path) {
+        for f in [&mut self.ca_file, &mut self.cert_file, &mut self.key_file]
+            .into_iter()
+            .flatten()
+        {
+            *f = join_dir(dir, f);
+        }
+    }
 }
 
 /// `path` relative to `dir` unless it is absolute (or empty), as Prometheus

@@ -6,6 +6,7 @@ pub mod consul;
 pub mod discovery;
 pub mod duration;
 pub mod gotemplate;
+pub mod http_client;
 pub mod http_config;
 pub mod labels;
 pub mod matchers;

@@ -172,14 +172,14 @@ fn normalize_url(url: &str) -> Result<String, String> {
     let uri: http::Uri = with_scheme
         .parse()
         .map_err(|e| format!("invalid gateway backend {url:?}: {e}"))?;
-    if uri.scheme_str() != Some("http") {
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
         return Err(format!(
-            "invalid gateway backend {url:?}: only http:// backends are supported"
+            "invalid gateway backend {url:?}: only http:// and https:// backends are supported"
         ));
     }
     if uri.authority().is_none() || uri.query().is_some() {
         return Err(format!(
-            "invalid gateway backend {url:?}: expected http://host:port[/path-prefix]"
+            "invalid gateway backend {url:?}: expected http(s)://host:port[/path-prefix]"
         ));
     }
     Ok(with_scheme)
@@ -238,7 +238,8 @@ mod tests {
     fn urls_are_normalized() {
         assert_eq!(normalize_url("a:1").as_deref(), Ok("http://a:1"));
         assert_eq!(normalize_url("http://a:1/").as_deref(), Ok("http://a:1"));
-        assert!(normalize_url("https://a:1").is_err());
+        assert_eq!(normalize_url("https://a:1/").as_deref(), Ok("https://a:1"));
+        assert!(normalize_url("ftp://a:1").is_err());
         assert_eq!(
             normalize_url("http://a:1/alertmanager/").as_deref(),
             Ok("http://a:1/alertmanager")

@@ -29,6 +29,9 @@ pub struct Config {
     pub max_retry_body_bytes: usize,
     /// TLS on the listener; plain HTTP without it.
     pub tls: Option<TlsConfig>,
+    /// Trust (and client certificate) for `https://` backends, Prometheus'
+    /// `tls_config` fields; without it the system's trust roots.
+    pub backend_tls_config: Option<lucia_common::http_config::TlsConfig>,
     /// CORS for browsers; off when no origin is listed.
     pub cors: CorsConfig,
     /// Per-tenant request rate limits.
@@ -45,6 +48,7 @@ impl Default for Config {
             backend_down_for: ConfigDuration::from_secs(5),
             max_retry_body_bytes: 1 << 20,
             tls: None,
+            backend_tls_config: None,
             cors: CorsConfig::default(),
             rate_limit: RateLimitConfig::default(),
         }

@@ -68,7 +68,8 @@ async fn start_with_consul(
     } else {
         tracing::info!(tenant = %config.auth.anonymous_tenant, "gateway in anonymous single-tenant mode");
     }
-    let gateway = Arc::new(proxy::Gateway::new(&config, auth, backends, metrics));
+    let gateway =
+        Arc::new(proxy::Gateway::new(&config, auth, backends, metrics).map_err(Error::Config)?);
     ready.set(true);
     Ok(Role::new("gateway", router(gateway), async {}))
 }

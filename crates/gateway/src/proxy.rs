@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Limited};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -25,7 +26,7 @@ use crate::metrics::GatewayMetrics;
 use crate::routes::{self, Route};
 use crate::traceparent;
 
-type HttpClient = Client<HttpConnector, Body>;
+type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
 
 /// Everything a request needs; shared by every request.
 pub struct Gateway {
@@ -66,14 +67,27 @@ impl Gateway {
         auth: Arc<Auth>,
         backends: Backends,
         metrics: GatewayMetrics,
-    ) -> Self {
+    ) -> Result<Self, String> {
+        let tls = match &config.backend_tls_config {
+            Some(tls) => {
+                lucia_common::http_client::client_config(tls).map_err(|e| format!("backend_{e}"))?
+            }
+            None => lucia_common::http_client::default_client_config(),
+        };
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.connect_timeout.0));
         connector.set_nodelay(true);
+        // https:// backends get TLS, http:// ones stay plain.
+        connector.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);
-        Self {
+        Ok(Self {
             alertmanager_prefix: normalize_prefix(&config.alertmanager_prefix),
             max_retry_body_bytes: config.max_retry_body_bytes,
             cors: config.cors.clone(),
@@ -82,7 +96,7 @@ impl Gateway {
             client,
             limiter: RateLimiter::new(config.rate_limit.clone()),
             metrics,
-        }
+        })
     }
 
     pub fn alertmanager_prefix(&self) -> &str {
@@ -240,7 +254,8 @@ impl Gateway {
                     if connect {
                         pool.mark_down(base);
                     }
-                    last_error = format!("{base}: {}", error_chain(&err));
+                    last_error =
+                        format!("{base}: {}", lucia_common::http_client::error_chain(&err));
                     tracing::warn!(backend = %base, role = %upstream, error = %last_error, "backend request failed");
                     if !last {
                         continue;
@@ -284,7 +299,10 @@ impl Gateway {
                 if err.is_connect() {
                     pool.mark_down(&base);
                 }
-                return no_backend(upstream.name(), &format!("{base}: {}", error_chain(&err)));
+                return no_backend(
+                    upstream.name(),
+                    &format!("{base}: {}", lucia_common::http_client::error_chain(&err)),
+                );
             }
         };
         if response.status() != StatusCode::SWITCHING_PROTOCOLS {
@@ -472,20 +490,6 @@ fn no_backend(role: &str, reason: &str) -> Response {
         StatusCode::SERVICE_UNAVAILABLE,
         format!("no healthy {role} backend: {reason}\n"),
     )
-}
-
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = cause.source();
-    }
-    out
 }
 
 fn is_upgrade(headers: &HeaderMap) -> bool {

@@ -170,7 +170,7 @@ pub struct Http {
 
 impl Http {
     pub fn new(endpoints: Arc<Endpoints>, query_timeout: Duration) -> Result<Self, String> {
-        let client = reqwest::Client::builder()
+        let client = lucia_common::http_client::builder()
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         Ok(Self {

@@ -187,7 +187,7 @@ impl FakeConsul {
             inner: Mutex::new(Inner::default()),
             changed: watch::channel(0).0,
             token,
-            http: reqwest::Client::new(),
+            http: lucia_common::http_client::client(),
             stop: Shutdown::new(),
         });
         let router = Router::new()

@@ -195,7 +195,7 @@ pub async fn start(config: Config, ctx: RoleContext) -> Result<Role, Error> {
         static_peers: config.peers.clone(),
         ring: ring.clone(),
         own_addr: ctx.advertise_addr.to_string(),
-        client: reqwest::Client::builder()
+        client: lucia_common::http_client::builder()
             .timeout(Duration::from_secs(120))
             .build()
             .map_err(|e| Error::Io(std::io::Error::other(e)))?,

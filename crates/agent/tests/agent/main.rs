@@ -364,11 +364,15 @@ async fn server_errors_are_retried_without_loss() {
     let agent = start_agent(config(dir.path(), &recv.url, "")).await;
     recv.wait_for(expected.len()).await;
     assert_eq!(recv.failed.load(Ordering::SeqCst), 5);
-    let ready = reqwest::get(format!("http://{}/ready", agent.addr))
+    let ready = lucia_common::http_client::client()
+        .get(format!("http://{}/ready", agent.addr))
+        .send()
         .await
         .unwrap();
     assert_eq!(ready.status(), 200);
-    let metrics = reqwest::get(format!("http://{}/metrics", agent.addr))
+    let metrics = lucia_common::http_client::client()
+        .get(format!("http://{}/metrics", agent.addr))
+        .send()
         .await
         .unwrap()
         .text()
@@ -401,7 +405,9 @@ async fn client_errors_are_dropped_and_counted() {
     // once it arrived the counters of the earlier ones are up to date.
     append(&logs.join("x.log"), numbered("accepted", 2..3));
     recv.wait_for(3).await;
-    let metrics = reqwest::get(format!("http://{}/metrics", agent.addr))
+    let metrics = lucia_common::http_client::client()
+        .get(format!("http://{}/metrics", agent.addr))
+        .send()
         .await
         .unwrap()
         .text()
@@ -519,9 +525,17 @@ fn config_errors_name_file_line_and_field() {
         "scrape_configs:\n  - job_name: a\n    consul_sd_configs:\n      - server: c:8500\n";
     let err = config_error(&format!("{consul}        servics: [x]\n"));
     assert!(err.contains("servics") && err.contains("line 5"), "{err}");
-    let err = config_error(&format!("{consul}        scheme: https\n"));
+    let err = config_error(&format!("{consul}        scheme: gopher\n"));
     assert!(
-        err.contains("consul_sd_configs[0]") && err.contains("https"),
+        err.contains("consul_sd_configs[0]") && err.contains("gopher"),
+        "{err}"
+    );
+    let err = config_error(
+        "clients:\n  - url: https://x/loki/api/v1/push\n    tls_config:\n      ca_file: /nonexistent/ca.pem\n",
+    );
+    assert!(
+        err.contains("p.yaml")
+            && err.contains("clients[0].tls_config.ca_file: cannot read /nonexistent/ca.pem"),
         "{err}"
     );
     let config = Config::parse(
@@ -615,7 +629,9 @@ async fn long_lines_are_truncated_or_dropped() {
     append(&logs.join("x.log"), ["a".repeat(25), "short".to_string()]);
     let agent = start_agent(config(dir.path(), &recv.url, limits)).await;
     recv.wait_for(1).await;
-    let metrics = reqwest::get(format!("http://{}/metrics", agent.addr))
+    let metrics = lucia_common::http_client::client()
+        .get(format!("http://{}/metrics", agent.addr))
+        .send()
         .await
         .unwrap()
         .text()
@@ -663,7 +679,7 @@ scrape_configs:
         url = recv.url
     );
     let agent = start_agent(Config::parse(Path::new("push.yaml"), &yaml).unwrap()).await;
-    let client = reqwest::Client::new();
+    let client = lucia_common::http_client::client();
     let push_url = format!("http://127.0.0.1:{port}/loki/api/v1/push");
     let json =
         r#"{"streams":[{"stream":{"app":"a"},"values":[["1700000000000000001","from json"]]}]}"#;
@@ -960,7 +976,9 @@ scrape_configs:
 
 /// The agent's `/metrics` text.
 async fn metrics_text(addr: std::net::SocketAddr) -> String {
-    reqwest::get(format!("http://{addr}/metrics"))
+    lucia_common::http_client::client()
+        .get(format!("http://{addr}/metrics"))
+        .send()
         .await
         .unwrap()
         .text()

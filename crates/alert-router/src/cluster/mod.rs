@@ -299,7 +299,7 @@ impl Cluster {
             .map_err(bind_error)?;
         let bound = listener.local_addr().map_err(bind_error)?;
         let address = advertise_address(config, bound, opts.web_addr);
-        let client = reqwest::Client::builder()
+        let client = lucia_common::http_client::builder()
             .connect_timeout(config.tcp_timeout.0)
             .build()
             .map_err(|e| ClusterError::Client(e.to_string()))?;
@@ -646,7 +646,7 @@ mod tests {
         a.wait_settled().await;
         assert_eq!(a.status().status, "ready");
         // A message with another label is refused.
-        let resp = reqwest::Client::new()
+        let resp = lucia_common::http_client::client()
             .post(format!("http://{}/cluster/v1/ping", a.address))
             .json(&serde_json::json!({
                 "label": "other",

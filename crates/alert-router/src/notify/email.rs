@@ -1,10 +1,15 @@
-//! The email integration: a minimal SMTP client over plain TCP (EHLO,
-//! AUTH PLAIN/LOGIN, MAIL, RCPT, DATA). TLS (STARTTLS or port 465) is not
-//! supported: a receiver needs `require_tls: false` and a relay that
-//! accepts plain connections.
+//! The email integration: a minimal SMTP client (EHLO, STARTTLS, AUTH
+//! PLAIN/LOGIN, MAIL, RCPT, DATA) with Alertmanager's TLS rules: implicit
+//! TLS when `force_implicit_tls` says so or, unset, when the smarthost's
+//! port is 465; otherwise STARTTLS when `require_tls` (the default), and a
+//! server that does not offer it is an error rather than a plain-text
+//! fallback. `tls_config` applies to both.
+
+use std::sync::Arc;
 
 use base64::Engine as _;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use super::{NotifyEnv, NotifyError, read_secret_file};
@@ -23,9 +28,53 @@ fn addresses(list: &str) -> Vec<String> {
         .collect()
 }
 
+/// The connection, plain or TLS.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
 struct Smtp {
-    reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
-    writer: tokio::net::tcp::OwnedWriteHalf,
+    conn: BufReader<Box<dyn Io>>,
+}
+
+/// The smarthost's host, for the TLS server name (brackets of an IPv6
+/// address removed), and port.
+fn split_host_port(smarthost: &str) -> (&str, &str) {
+    let (host, port) = smarthost.rsplit_once(':').unwrap_or((smarthost, ""));
+    (host.trim_start_matches('[').trim_end_matches(']'), port)
+}
+
+/// TLS over `io` to `smarthost`, verifying `tls_config.server_name` or else
+/// the smarthost's host.
+async fn handshake(
+    io: Box<dyn Io>,
+    c: &EmailConfig,
+    tls: &Arc<rustls::ClientConfig>,
+) -> Result<Box<dyn Io>, NotifyError> {
+    let configured = c
+        .tls_config
+        .as_ref()
+        .and_then(|t| t.server_name.as_deref())
+        .filter(|n| !n.is_empty());
+    let name = configured.unwrap_or(split_host_port(&c.smarthost).0);
+    let server_name = ServerName::try_from(name.to_string()).map_err(|e| {
+        NotifyError::fatal(format!(
+            "smtp: {name:?} is not a valid TLS server name: {e}"
+        ))
+    })?;
+    let stream = tokio_rustls::TlsConnector::from(tls.clone())
+        .connect(server_name, io)
+        .await
+        .map_err(|e| NotifyError::retry(format!("smtp: TLS with {}: {e}", c.smarthost)))?;
+    Ok(Box::new(stream))
+}
+
+/// Whether an EHLO reply lists `extension` (`250-STARTTLS`, `250 AUTH …`).
+fn has_extension(ehlo: &str, extension: &str) -> bool {
+    ehlo.lines().skip(1).any(|line| {
+        line.get(4..)
+            .and_then(|rest| rest.split_whitespace().next())
+            .is_some_and(|word| word.eq_ignore_ascii_case(extension))
+    })
 }
 
 impl Smtp {
@@ -35,7 +84,7 @@ impl Smtp {
         loop {
             let mut line = String::new();
             let n = self
-                .reader
+                .conn
                 .read_line(&mut line)
                 .await
                 .map_err(|e| NotifyError::retry(format!("smtp: {e}")))?;
@@ -59,7 +108,7 @@ impl Smtp {
     }
 
     async fn cmd(&mut self, line: &str, want: u16) -> Result<String, NotifyError> {
-        self.writer
+        self.conn
             .write_all(format!("{line}\r\n").as_bytes())
             .await
             .map_err(|e| NotifyError::retry(format!("smtp: {e}")))?;
@@ -83,11 +132,6 @@ pub async fn notify(
     env: &NotifyEnv<'_>,
     alerts: &[Alert],
 ) -> Result<(), NotifyError> {
-    if c.require_tls.unwrap_or(true) {
-        return Err(NotifyError::fatal(
-            "email: require_tls is true but lucia's SMTP client has no TLS; set require_tls: false for a plain relay",
-        ));
-    }
     let data = env.template_data(alerts);
     let r = |text: &str| env.render(text, &data);
     let mut headers: Vec<(String, String)> = Vec::new();
@@ -149,16 +193,48 @@ pub async fn notify(
     }
     msg.push_str(&format!("--{boundary}--\r\n"));
 
+    let tls = match &c.tls {
+        Some(tls) => tls.clone(),
+        // configs made in code rather than loaded: the default roots
+        None => Arc::new(lucia_common::http_client::default_client_config()),
+    };
+    let implicit_tls = c
+        .force_implicit_tls
+        .unwrap_or_else(|| split_host_port(&c.smarthost).1 == "465");
     let stream = TcpStream::connect(&c.smarthost)
         .await
         .map_err(|e| NotifyError::retry(format!("smtp: connect to {}: {e}", c.smarthost)))?;
-    let (rd, wr) = stream.into_split();
+    let mut io: Box<dyn Io> = Box::new(stream);
+    if implicit_tls {
+        io = handshake(io, c, &tls).await?;
+    }
     let mut smtp = Smtp {
-        reader: BufReader::new(rd),
-        writer: wr,
+        conn: BufReader::new(io),
     };
     smtp.reply(220).await?;
-    let ehlo = smtp.cmd(&format!("EHLO {host}"), 250).await?;
+    let mut ehlo = smtp.cmd(&format!("EHLO {host}"), 250).await?;
+    if c.require_tls.unwrap_or(true) && !implicit_tls {
+        if !has_extension(&ehlo, "STARTTLS") {
+            return Err(NotifyError::retry(format!(
+                "smtp: 'require_tls' is true (default) but {:?} does not advertise the STARTTLS extension",
+                c.smarthost
+            )));
+        }
+        smtp.cmd("STARTTLS", 220).await?;
+        // Anything the server sent after its 220 would be plain text
+        // injected before the handshake (CVE-2011-0411): refuse it.
+        if !smtp.conn.buffer().is_empty() {
+            return Err(NotifyError::retry(
+                "smtp: the server sent data before the TLS handshake of STARTTLS",
+            ));
+        }
+        let io = handshake(smtp.conn.into_inner(), c, &tls).await?;
+        smtp = Smtp {
+            conn: BufReader::new(io),
+        };
+        // Capabilities learnt before TLS are discarded (RFC 3207).
+        ehlo = smtp.cmd(&format!("EHLO {host}"), 250).await?;
+    }
     if !c.auth_username.is_empty() {
         let password = if !c.auth_password.is_empty() {
             c.auth_password.clone()
@@ -219,5 +295,19 @@ mod tests {
             addresses("Ops <ops@x.org>, b@y.org"),
             vec!["ops@x.org", "b@y.org"]
         );
+    }
+
+    #[test]
+    fn finds_extensions_and_hosts() {
+        let ehlo = "250-mail.example.org\r\n250-STARTTLS\r\n250 AUTH PLAIN LOGIN\r\n";
+        assert!(has_extension(ehlo, "starttls"));
+        assert!(has_extension(ehlo, "AUTH"));
+        assert!(!has_extension(ehlo, "PLAIN"));
+        assert!(!has_extension(
+            "250-STARTTLS.example.org\r\n250 SIZE 10\r\n",
+            "STARTTLS"
+        ));
+        assert_eq!(split_host_port("smtp.x.org:465"), ("smtp.x.org", "465"));
+        assert_eq!(split_host_port("[::1]:25"), ("::1", "25"));
     }
 }

@@ -276,6 +276,10 @@ pub async fn post_json<T: Serialize>(
     body: &T,
 ) -> Result<(), NotifyError> {
     let bytes = serde_json::to_vec(body).map_err(|e| NotifyError::fatal(e.to_string()))?;
+    // An http_config with a tls_config has its own client.
+    let client = http_config
+        .and_then(|h| h.client.as_ref())
+        .unwrap_or(client);
     let req = client
         .post(url)
         .header("Content-Type", "application/json")
@@ -285,10 +289,13 @@ pub async fn post_json<T: Serialize>(
         )
         .body(bytes);
     let req = apply_http_config(req, http_config)?;
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| NotifyError::retry(format!("request to {} failed: {e}", redact(url))))?;
+    let resp = req.send().await.map_err(|e| {
+        NotifyError::retry(format!(
+            "request to {} failed: {}",
+            redact(url),
+            lucia_common::http_client::error_chain(&e)
+        ))
+    })?;
     check_status(resp).await
 }
 

@@ -6,6 +6,7 @@
 
 mod clients;
 mod pipeline;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -125,7 +126,7 @@ impl Router {
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::new()
+    lucia_common::http_client::client()
 }
 
 /// A local webhook receiver: every payload goes to the channel; the first

@@ -113,7 +113,11 @@ async fn webhook() -> (String, mpsc::UnboundedReceiver<(Instant, Value)>) {
 }
 
 async fn get_json(web: &str, path: &str) -> Option<Value> {
-    let resp = reqwest::get(format!("http://{web}{path}")).await.ok()?;
+    let resp = lucia_common::http_client::client()
+        .get(format!("http://{web}{path}"))
+        .send()
+        .await
+        .ok()?;
     if resp.status() != 200 {
         return None;
     }
@@ -181,7 +185,7 @@ async fn wait_active_silence(web: &str, path: &str) {
 /// `web` (as `tenant`, when given) and returns its id.
 async fn create_silence(web: &str, tenant: Option<&str>, value: &str) -> String {
     let now = chrono::Utc::now();
-    let mut request = reqwest::Client::new()
+    let mut request = lucia_common::http_client::client()
         .post(format!("http://{web}/api/v2/silences"))
         .json(&json!({
             "matchers": [{"name": "alertname", "value": value, "isRegex": false, "isEqual": true}],
@@ -212,7 +216,7 @@ async fn post_alerts(web: &str, alertnames: &[&str]) -> bool {
             })
         })
         .collect();
-    reqwest::Client::new()
+    lucia_common::http_client::client()
         .post(format!("http://{web}/api/v2/alerts"))
         .json(&alerts)
         .send()
@@ -456,7 +460,7 @@ async fn cluster_replicates_each_tenant_apart() {
     }
     ready_with_peers(&members[1].web, 2).await;
     let id = create_silence(&members[0].web, Some("team-a"), "X").await;
-    let client = reqwest::Client::new();
+    let client = lucia_common::http_client::client();
     let silences_of = |tenant: &'static str| {
         let client = client.clone();
         let web = members[1].web.clone();

@@ -73,7 +73,9 @@ fn spawn(role: &str, data_dir: &Path, port: u16, config: &str) -> Child {
 /// The state of `instance` in the distributor's `/ring` page, or None when
 /// it is not in the ring.
 async fn ring_state(distributor: &str, instance: &str) -> Option<String> {
-    let body: serde_json::Value = reqwest::get(format!("http://{distributor}/ring"))
+    let body: serde_json::Value = lucia_common::http_client::client()
+        .get(format!("http://{distributor}/ring"))
+        .send()
         .await
         .ok()?
         .json()
@@ -169,7 +171,7 @@ async fn replicated_writes_survive_an_ingester_loss() {
             format!("http://{dist}/loki/api/v1/push"),
         );
         tokio::spawn(async move {
-            let client = reqwest::Client::new();
+            let client = lucia_common::http_client::client();
             let base = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_nanos() as i64)

@@ -44,7 +44,7 @@ async fn push_worker(
     acked: Arc<Acked>,
     acked_lines: Arc<AtomicU64>,
 ) {
-    let client = reqwest::Client::new();
+    let client = lucia_common::http_client::client();
     let streams: Vec<usize> = (0..STREAMS).filter(|s| s % WORKERS == worker).collect();
     let mut seq = streams
         .iter()

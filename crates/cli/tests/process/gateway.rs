@@ -155,7 +155,7 @@ async fn grafana_through_the_gateway_in_front_of_lucia_all() {
     let dir = tempfile::tempdir().expect("tempdir");
     let all = Lucia::start(dir.path(), free_port(), "auth_enabled: true\n").await;
     let gateway = start_gateway(dir.path(), &all.addr).await;
-    let http = reqwest::Client::new();
+    let http = lucia_common::http_client::client();
     let base = format!("http://{}", gateway.addr);
     let client = |user: &str, tenant: Option<&'static str>| Client {
         http: http.clone(),

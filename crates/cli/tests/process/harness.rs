@@ -55,7 +55,7 @@ impl Lucia {
     }
 
     async fn wait_ready(&self) {
-        let client = reqwest::Client::new();
+        let client = lucia_common::http_client::client();
         let deadline = Instant::now() + Duration::from_secs(120);
         while Instant::now() < deadline {
             if let Ok(resp) = client
@@ -167,7 +167,7 @@ pub async fn count_via_querier(addr: &str, selector: &str) -> u64 {
         .append_pair("query", &query)
         .append_pair("time", &now.to_string())
         .finish();
-    let resp = reqwest::Client::new()
+    let resp = lucia_common::http_client::client()
         .get(format!("http://{addr}/loki/api/v1/query?{params}"))
         .send()
         .await

@@ -95,7 +95,7 @@ async fn prometheus_remote_write_is_stored_completely() {
             .spawn()
             .expect("start prometheus"),
     );
-    let client = reqwest::Client::new();
+    let client = lucia_common::http_client::client();
     // Let it scrape and send for a while: at least 5,000 samples sent.
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
@@ -184,7 +184,7 @@ async fn lucia_scrapes_itself_and_reads_prometheus_config_files() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let lucia = Lucia::start(dir.path(), port, "tsdb:\n  wal_fsync: never\n").await;
-    let client = reqwest::Client::new();
+    let client = lucia_common::http_client::client();
     let up = |addr: String, query: &'static str| {
         let client = client.clone();
         async move {

@@ -833,7 +833,7 @@ async fn promql_answers_match_prometheus_2_42() {
             .spawn()
             .expect("start prometheus"),
     );
-    let client = reqwest::Client::new();
+    let client = lucia_common::http_client::client();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(r) = client

@@ -104,7 +104,7 @@ fn rules_check_like_promtool() {
 }
 
 async fn query(addr: &str, q: &str) -> serde_json::Value {
-    prom_query(&reqwest::Client::new(), addr, q, None).await
+    prom_query(&lucia_common::http_client::client(), addr, q, None).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,7 +142,9 @@ async fn lucia_all_records_series_and_alerts_in_its_tsdb() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let rules_api: serde_json::Value = reqwest::get(format!("http://{}/api/v1/rules", lucia.addr))
+    let rules_api: serde_json::Value = lucia_common::http_client::client()
+        .get(format!("http://{}/api/v1/rules", lucia.addr))
+        .send()
         .await
         .expect("rules")
         .json()
@@ -152,13 +154,14 @@ async fn lucia_all_records_series_and_alerts_in_its_tsdb() {
         rules_api["data"]["groups"][0]["rules"][0]["health"], "ok",
         "{rules_api}"
     );
-    let alerts_api: serde_json::Value =
-        reqwest::get(format!("http://{}/api/v1/alerts", lucia.addr))
-            .await
-            .expect("alerts")
-            .json()
-            .await
-            .expect("json");
+    let alerts_api: serde_json::Value = lucia_common::http_client::client()
+        .get(format!("http://{}/api/v1/alerts", lucia.addr))
+        .send()
+        .await
+        .expect("alerts")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(
         alerts_api["data"]["alerts"][0]["labels"]["alertname"],
         "AlwaysFiring"

@@ -30,7 +30,7 @@ async fn sigterm_flushes_chunks_to_the_store() {
         r#"{job="shutdown"}"#.to_string(),
         (0..100).map(|i| (now + i, format!("line {i}"))).collect(),
     )]);
-    let resp = reqwest::Client::new()
+    let resp = lucia_common::http_client::client()
         .post(format!("http://{}/loki/api/v1/push", lucia.addr))
         .header("Content-Type", "application/x-protobuf")
         .body(body)

@@ -61,7 +61,7 @@ fn body(series: &[usize], from: usize, to: usize, base: i64) -> Vec<u8> {
 /// returns the number of samples per series acknowledged, stopping at the
 /// first failure (the process is gone).
 async fn writer(url: String, w: usize, from: usize, base: i64, acked: Arc<AtomicU64>) -> usize {
-    let client = reqwest::Client::new();
+    let client = lucia_common::http_client::client();
     let mine: Vec<usize> = (0..SERIES).filter(|s| s % WRITERS == w).collect();
     let mut done = from;
     while done < TOTAL_PER_SERIES {
@@ -186,7 +186,7 @@ async fn queries_fan_out_over_tsdb_members() {
     let (pa, pb) = (free_port(), free_port());
     let a = Lucia::adopt(start_tsdb(dir.path(), "a", pa, pb), pa).await;
     let b = Lucia::adopt(start_tsdb(dir.path(), "b", pb, pa), pb).await;
-    let client = reqwest::Client::new();
+    let client = lucia_common::http_client::client();
     let base = 1_700_000_000_000i64;
     let push = |addr: String, series: Vec<usize>, from: usize, to: usize| {
         let client = client.clone();
@@ -230,7 +230,7 @@ async fn bad_remote_writes_get_400_with_a_reason() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let lucia = Lucia::start(dir.path(), port, CONFIG).await;
-    let client = reqwest::Client::new();
+    let client = lucia_common::http_client::client();
     let url = format!("http://{}/api/v1/write", lucia.addr);
     let base = 1_700_000_000_000i64;
     let post = |body: Vec<u8>| {

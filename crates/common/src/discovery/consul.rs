@@ -123,13 +123,18 @@ impl ConsulSdConfig {
                 "at most one of consul SD token, authorization, or oauth2 can be configured".into(),
             );
         }
-        if self.scheme != "http" {
-            return Err(format!(
-                "scheme {:?} is not supported for consul: use http",
-                self.scheme
-            ));
-        }
+        check_scheme(&self.scheme)?;
         self.http().validate("consul_sd_configs")
+    }
+}
+
+/// `http` or `https` (with the entry's `tls_config`).
+pub(super) fn check_scheme(scheme: &str) -> Result<(), String> {
+    match scheme {
+        "http" | "https" => Ok(()),
+        other => Err(format!(
+            "scheme {other:?} is not supported for consul: use http or https"
+        )),
     }
 }
 
@@ -232,14 +237,20 @@ pub(super) struct Client {
 impl Client {
     pub(super) fn new(config: &ConsulSdConfig) -> Result<Self, String> {
         let server = config.server.trim().trim_end_matches('/');
-        let server = server.strip_prefix("http://").unwrap_or(server);
+        let server = server
+            .strip_prefix("http://")
+            .or_else(|| server.strip_prefix("https://"))
+            .unwrap_or(server);
         let prefix = config.path_prefix.trim_end_matches('/');
         let prefix = if prefix.is_empty() || prefix.starts_with('/') {
             prefix.to_string()
         } else {
             format!("/{prefix}")
         };
-        let http = reqwest::Client::builder()
+        let http = config
+            .http()
+            .client_builder()
+            .map_err(|e| e.to_string())?
             .connect_timeout(Duration::from_secs(10))
             .no_proxy()
             .build()

@@ -51,7 +51,7 @@ pub struct ConsulAgentSdConfig {
     /// Accepted; Promtail does not use it either.
     #[serde(default)]
     pub node_meta: Option<BTreeMap<String, String>>,
-    /// Accepted and ignored (this build has no TLS).
+    /// Applied when `scheme` is https.
     #[serde(default)]
     pub tls_config: Option<TlsConfig>,
 }
@@ -78,11 +78,9 @@ impl ConsulAgentSdConfig {
         if self.server.trim().is_empty() {
             return Err("consulagent SD configuration requires a server address".into());
         }
-        if self.scheme != "http" {
-            return Err(format!(
-                "scheme {:?} is not supported for consul: use http",
-                self.scheme
-            ));
+        super::consul::check_scheme(&self.scheme)?;
+        if let Some(tls) = &self.tls_config {
+            crate::http_client::client_config(tls).map_err(|e| e.to_string())?;
         }
         Ok(())
     }
@@ -95,6 +93,7 @@ impl ConsulAgentSdConfig {
         c.scheme = self.scheme.clone();
         c.username = self.username.clone();
         c.password = self.password.clone();
+        c.tls_config = self.tls_config.clone();
         c.allow_stale = self.allow_stale;
         c.refresh_interval = self.refresh_interval;
         c.services = self.services.clone().unwrap_or_default();

@@ -38,12 +38,13 @@ struct BackendState {
 /// A fake role: answers every path with JSON describing the request.
 pub struct Backend {
     pub addr: SocketAddr,
+    scheme: &'static str,
     state: Arc<BackendState>,
     stop: Shutdown,
 }
 
 impl Backend {
-    pub async fn start(name: &str) -> Backend {
+    fn router(name: &str) -> (Router, Arc<BackendState>) {
         let state = Arc::new(BackendState {
             name: name.to_string(),
             requests: Mutex::new(Vec::new()),
@@ -57,6 +58,24 @@ impl Backend {
             .fallback(echo)
             .layer(axum::extract::DefaultBodyLimit::disable())
             .with_state(state.clone());
+        (router, state)
+    }
+
+    /// The fake role over https, with a certificate of `ca` (it runs until
+    /// the test ends).
+    pub async fn start_https(name: &str, ca: &lucia_tests::tls::TestCa) -> Backend {
+        let (router, state) = Self::router(name);
+        let addr = ca.serve_https(router).await;
+        Backend {
+            addr,
+            scheme: "https",
+            state,
+            stop: Shutdown::new(),
+        }
+    }
+
+    pub async fn start(name: &str) -> Backend {
+        let (router, state) = Self::router(name);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind backend");
@@ -68,11 +87,16 @@ impl Backend {
                 .with_graceful_shutdown(async move { cancelled.cancelled().await })
                 .await;
         });
-        Backend { addr, state, stop }
+        Backend {
+            addr,
+            scheme: "http",
+            state,
+            stop,
+        }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -248,7 +272,7 @@ impl Gateway {
         tokio::spawn(async move { serve_roles(listener, &serve_ctx, vec![role]).await });
         Gateway {
             addr,
-            client: reqwest::Client::builder()
+            client: lucia_common::http_client::builder()
                 .no_proxy()
                 .build()
                 .expect("client"),

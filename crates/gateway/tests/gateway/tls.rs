@@ -124,7 +124,7 @@ async fn tls_with_certificate_reload() {
     assert_eq!(status, 200);
 
     // Plain HTTP to the TLS port gets nowhere.
-    let plain = reqwest::Client::builder()
+    let plain = lucia_common::http_client::builder()
         .no_proxy()
         .build()
         .expect("client")
@@ -151,4 +151,37 @@ async fn tls_with_certificate_reload() {
         .expect("gateway stops")
         .expect("join")
         .expect("clean stop");
+}
+
+/// An https backend: trusted through `backend_tls_config.ca_file`, and a
+/// 503 naming the certificate problem without it.
+#[tokio::test]
+async fn proxies_to_an_https_backend() {
+    let ca = lucia_tests::tls::TestCa::new(&[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_file = ca.write_ca(dir.path());
+    let querier = Backend::start_https("querier", &ca).await;
+    assert!(querier.url().starts_with("https://"));
+
+    let mut config = lucia_gateway::Config::default();
+    config.backends.querier = vec![querier.url()];
+    config.backend_tls_config = Some(lucia_common::http_config::TlsConfig {
+        ca_file: Some(ca_file.display().to_string()),
+        ..Default::default()
+    });
+    let gw = crate::harness::Gateway::start(config).await;
+    let response = gw.request("GET", "/loki/api/v1/labels", &[], "").await;
+    assert_eq!(response.status(), 200);
+    let body = response.text().await.expect("body");
+    assert!(body.contains("\"backend\":\"querier\""), "{body}");
+    assert_eq!(querier.requests().len(), 1);
+
+    let mut untrusting = lucia_gateway::Config::default();
+    untrusting.backends.querier = vec![querier.url()];
+    let gw = crate::harness::Gateway::start(untrusting).await;
+    let response = gw.request("GET", "/loki/api/v1/labels", &[], "").await;
+    assert_eq!(response.status(), 503);
+    let body = response.text().await.expect("body");
+    assert!(body.contains("certificate"), "{body}");
+    assert_eq!(querier.requests().len(), 1);
 }

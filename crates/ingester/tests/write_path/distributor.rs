@@ -144,7 +144,7 @@ async fn start(
     tokio::spawn(async move { serve_roles(listener, &ctx, vec![role]).await.unwrap() });
     Cluster {
         url: format!("http://{advertise_addr}"),
-        http: reqwest::Client::builder()
+        http: lucia_common::http_client::builder()
             .timeout(std::time::Duration::from_secs(30))
             .build()
             .unwrap(),

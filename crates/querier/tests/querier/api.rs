@@ -125,7 +125,7 @@ impl Cluster {
             store,
             prefix,
             front,
-            http: reqwest::Client::new(),
+            http: lucia_common::http_client::client(),
         }
     }
 

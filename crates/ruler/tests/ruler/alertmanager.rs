@@ -93,7 +93,7 @@ async fn alerts_reach_a_webhook_through_a_real_alertmanager() {
             .unwrap(),
     );
     let am_url = format!("http://127.0.0.1:{am_port}");
-    let client = reqwest::Client::new();
+    let client = lucia_common::http_client::client();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !client
         .get(format!("{am_url}/-/ready"))

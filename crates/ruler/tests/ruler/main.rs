@@ -207,7 +207,7 @@ impl Ruler {
     }
 
     pub async fn get(&self, path: &str, tenant: &str) -> (u16, String) {
-        let r = reqwest::Client::new()
+        let r = lucia_common::http_client::client()
             .get(format!("{}{path}", self.url))
             .header("X-Scope-OrgID", tenant)
             .send()
@@ -481,7 +481,7 @@ async fn loki_ruler_api_manages_logql_groups_per_tenant() {
     let expr = "sum(rate({app=\"x\"} |= \"error\" [1m])) > 0";
     fake.answer(expr, vec![(Labels::new(), 3.0)]);
     let ruler = Ruler::start(config(&url, None), dir.path(), true).await;
-    let client = reqwest::Client::new();
+    let client = lucia_common::http_client::client();
     let group = format!(
         "name: errors\ninterval: 1s\nrules:\n  - alert: ManyErrors\n    expr: '{expr}'\n    annotations:\n      summary: 'errors: {{{{ $value }}}}'\n  - record: app:errors:rate\n    expr: 'sum(rate({{app=\"x\"}}[1m]))'\n"
     );

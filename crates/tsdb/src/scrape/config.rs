@@ -340,15 +340,9 @@ impl ScrapeConfig {
             _ => global.effective_scrape_timeout().min(interval),
         };
         match self.scheme.as_str() {
-            "http" => {}
-            "https" => tracing::warn!(
-                job = %job,
-                "scheme https: TLS is not supported, scrapes of this job will fail"
-            ),
+            "http" | "https" => {}
             other => {
-                return Err(err(format!(
-                    "unknown scheme {other:?}: use http (https is not supported)"
-                )));
+                return Err(err(format!("unknown scheme {other:?}: use http or https")));
             }
         }
         if !self.metrics_path.starts_with('/') {

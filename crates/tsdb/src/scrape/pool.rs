@@ -83,13 +83,21 @@ fn http_client(config: &PoolConfig) -> reqwest::Client {
     } else {
         reqwest::redirect::Policy::none()
     };
-    reqwest::Client::builder()
+    // tls_config was read when the config loaded; a file that went bad
+    // since then fails this job's https scrapes closed (no trusted root)
+    // rather than trusting the system's roots instead.
+    let builder = config.scrape.http().client_builder().unwrap_or_else(|err| {
+        tracing::error!(job = %config.scrape.job_name, %err,
+            "cannot apply tls_config: https scrapes of this job will fail");
+        lucia_common::http_client::builder_trusting_nothing()
+    });
+    builder
         .redirect(policy)
         .no_proxy()
         .build()
         .unwrap_or_else(|err| {
             tracing::error!(%err, "cannot configure the scrape http client, using defaults");
-            reqwest::Client::new()
+            lucia_common::http_client::client()
         })
 }
 

@@ -206,7 +206,11 @@ struct Answer {
 
 fn get(rt: &tokio::runtime::Runtime, url: &str) -> Answer {
     rt.block_on(async {
-        let resp = reqwest::get(url).await.unwrap();
+        let resp = lucia_common::http_client::client()
+            .get(url)
+            .send()
+            .await
+            .unwrap();
         answer(resp).await
     })
 }
@@ -216,7 +220,7 @@ fn post_form(rt: &tokio::runtime::Runtime, url: &str, form: &[(&str, &str)]) -> 
         .extend_pairs(form)
         .finish();
     rt.block_on(async {
-        let resp = reqwest::Client::new()
+        let resp = lucia_common::http_client::client()
             .post(url)
             .header("Content-Type", "application/x-www-form-urlencoded")
             .body(body)
@@ -660,7 +664,7 @@ fn limits_samples_and_tenants() {
     let d = data();
     d.load(&lucia.source());
     let (rt, base) = (&lucia.rt, lucia.url());
-    let client = reqwest::Client::new();
+    let client = lucia_common::http_client::client();
     let query = |tenant: Option<&str>, q: &str| {
         rt.block_on(async {
             let mut req = client.get(format!(
@@ -822,7 +826,9 @@ fn start_prometheus(
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let ready = rt.block_on(async {
-            reqwest::get(format!("{url}/-/ready"))
+            lucia_common::http_client::client()
+                .get(format!("{url}/-/ready"))
+                .send()
                 .await
                 .is_ok_and(|r| r.status().is_success())
         });

@@ -433,13 +433,14 @@ async fn garbage_target_is_down_and_others_keep_going() {
 
     // The HTTP API in Prometheus' envelope.
     let server = serve(manager.router()).await;
-    let body: serde_json::Value =
-        reqwest::get(format!("http://{server}/api/v1/targets?state=active"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+    let body: serde_json::Value = lucia_common::http_client::client()
+        .get(format!("http://{server}/api/v1/targets?state=active"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(body["status"], "success");
     assert_eq!(body["data"]["activeTargets"].as_array().unwrap().len(), 4);
     assert_eq!(body["data"]["droppedTargets"], serde_json::json!([]));
@@ -459,14 +460,18 @@ async fn garbage_target_is_down_and_others_keep_going() {
     ] {
         assert!(t.get(field).is_some(), "{field} missing in {t}");
     }
-    let pools: serde_json::Value = reqwest::get(format!("http://{server}/api/v1/scrape_pools"))
+    let pools: serde_json::Value = lucia_common::http_client::client()
+        .get(format!("http://{server}/api/v1/scrape_pools"))
+        .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
     assert_eq!(pools["data"]["scrapePools"], serde_json::json!(["mixed"]));
-    let all: serde_json::Value = reqwest::get(format!("http://{server}/api/v1/targets"))
+    let all: serde_json::Value = lucia_common::http_client::client()
+        .get(format!("http://{server}/api/v1/targets"))
+        .send()
         .await
         .unwrap()
         .json()
@@ -781,7 +786,7 @@ fn free_port() -> u16 {
 async fn wait_http(url: &str) {
     let deadline = tokio::time::Instant::now() + TIMEOUT;
     loop {
-        if let Ok(r) = reqwest::get(url).await
+        if let Ok(r) = lucia_common::http_client::client().get(url).send().await
             && r.status().is_success()
         {
             return;
@@ -796,7 +801,7 @@ async fn wait_http(url: &str) {
 
 /// What the target exposes, fetched the way the scraper asks.
 async fn expose(url: &str) -> Vec<(Labels, f64)> {
-    let response = reqwest::Client::new()
+    let response = lucia_common::http_client::client()
         .get(url)
         .header(
             "Accept",
@@ -1089,6 +1094,63 @@ scrape_configs:
     tx.send_replace(());
     wait_targets(&managers[0], "the targets to swap", |_| {
         instances(&managers[0]) == b && instances(&managers[1]) == a
+    })
+    .await;
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scrapes_an_https_target_trusting_the_ca_file() {
+    let ca = lucia_tests::tls::TestCa::new(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = ca.write_ca(dir.path());
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(|| async { ([(header::CONTENT_TYPE, TEXT)], "over_tls 42\n") }),
+    );
+    let addr = ca.serve_https(app).await;
+    let appender = MemoryAppender::new();
+    // The same target twice: with the CA, and with the system roots only.
+    let yaml = format!(
+        "scrape_configs:
+  - job_name: trusted
+    scheme: https
+    scrape_interval: 1s
+    tls_config: {{ca_file: '{}'}}
+    static_configs: [{{targets: ['{addr}']}}]
+  - job_name: untrusted
+    scheme: https
+    scrape_interval: 1s
+    static_configs: [{{targets: ['localhost:{}']}}]
+",
+        ca_file.display(),
+        addr.port()
+    );
+    let (manager, shutdown, _) = start(&yaml, appender.clone());
+    appender
+        .wait_until("the https scrape", |s| {
+            latest(s, &[("__name__", "over_tls"), ("job", "trusted")]) == Some(42.0)
+        })
+        .await;
+    appender
+        .wait_until("the untrusted scrape", |s| {
+            latest(s, &[("__name__", "up"), ("job", "untrusted")]).is_some()
+        })
+        .await;
+    let samples = appender.all();
+    assert_eq!(
+        latest(&samples, &[("__name__", "up"), ("job", "trusted")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        latest(&samples, &[("__name__", "up"), ("job", "untrusted")]),
+        Some(0.0)
+    );
+    assert!(latest(&samples, &[("__name__", "over_tls"), ("job", "untrusted")]).is_none());
+    wait_targets(&manager, "the certificate error", |s| {
+        s.active
+            .iter()
+            .any(|t| t.last_error.contains("certificate"))
     })
     .await;
     shutdown.cancel();
