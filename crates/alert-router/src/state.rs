@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::amconfig::{AmConfig, Route, RouteOpts};
 use crate::metrics::{RouterMetrics, StateLabel, StatusLabel};
-use crate::model::{Alert, LabelSet, Time, fingerprint, labelset_string};
+use crate::model::{Alert, LabelSet, Time, alert_order, fingerprint, labelset_string};
 use crate::nflog::{NotificationLog, needs_update};
 use crate::notify::{Backoff, Integration, NotifyEnv};
 use crate::silences::{SilenceState, Silences};
@@ -387,11 +387,7 @@ async fn run_group(
         if !alerts.is_empty() {
             let now = Utc::now();
             let mut alerts = alerts;
-            // Alertmanager sorts by job/instance... then labels; sorted
-            // label sets are a stable equivalent.
-            alerts.sort_by(|a, b| {
-                (a.labels.get("alertname"), &a.labels).cmp(&(b.labels.get("alertname"), &b.labels))
-            });
+            alerts.sort_by(|a, b| alert_order(&a.labels, &b.labels));
             let notified = tokio::select! {
                 _ = cancel.cancelled() => return,
                 ok = notify_group(&group, &tenant, &shared, &config, &alerts, now) => ok,
@@ -420,6 +416,10 @@ async fn run_group(
         }
     }
 }
+
+/// The shortest time a flush's notifications may take, retries included
+/// (Alertmanager's `notify.MinTimeout`).
+const MIN_NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs the pipeline for one flush; true when every integration succeeded.
 async fn notify_group(
@@ -552,8 +552,11 @@ async fn run_integration(
                 }
             }
         };
-        // Retries stop when the group interval runs out, as in Alertmanager.
-        let result = match tokio::time::timeout(group.opts.group_interval, attempt_all).await {
+        // Retries stop when the group interval runs out, but not before
+        // Alertmanager's `MinTimeout` of 10 s, so that short intervals
+        // still retry as long as Alertmanager does.
+        let timeout = group.opts.group_interval.max(MIN_NOTIFY_TIMEOUT);
+        let result = match tokio::time::timeout(timeout, attempt_all).await {
             Ok(r) => r,
             Err(_) => Err(format!("{log_key}: retries canceled at the group interval")),
         };
@@ -567,12 +570,15 @@ async fn run_integration(
             return false;
         }
     }
+    // Logged at the time the notification went out (after any retries),
+    // as Alertmanager's SetNotifiesStage does: the repeat interval counts
+    // from then.
     tenant.nflog.log(
         &group.key,
         &log_key,
         firing,
         resolved,
-        now,
+        Utc::now(),
         group.opts.repeat_interval * 2,
     );
     true
