@@ -301,7 +301,7 @@ async fn get_alerts(
 ) -> Result<Response, Error> {
     let tenant = tenant(&state, &headers)?;
     let filter = AlertFilter::parse(&query_params(q))?;
-    let alerts: Vec<Alert> = tenant.alerts.lock().values().cloned().collect();
+    let alerts: Vec<Arc<Alert>> = tenant.alerts.lock().values().cloned().collect();
     let mut out: Vec<(String, Value)> = alerts
         .iter()
         .filter_map(|a| {

@@ -100,7 +100,7 @@ impl Shared {
                 d.cancel.cancel();
                 *d = Dispatcher::new(config.clone(), self.shutdown.child_token());
             }
-            let alerts: Vec<Alert> = tenant.alerts.lock().values().cloned().collect();
+            let alerts: Vec<Arc<Alert>> = tenant.alerts.lock().values().cloned().collect();
             for a in alerts {
                 tenant.dispatch(self, a);
             }
@@ -124,7 +124,7 @@ impl Shared {
             if let Err(err) = t.nflog.snapshot() {
                 tracing::error!(%err, tenant = %t.name, "cannot write the notification log");
             }
-            let alerts: Vec<Alert> = t.alerts.lock().values().cloned().collect();
+            let alerts: Vec<Arc<Alert>> = t.alerts.lock().values().cloned().collect();
             for a in alerts.iter().filter(|a| !a.resolved_at(now)) {
                 if t.silences.mutes(&a.labels, now).is_empty()
                     && t.inhibited_by(&a.labels, &config).is_empty()
@@ -178,7 +178,9 @@ impl Shared {
 /// One tenant's state.
 pub struct Tenant {
     pub name: String,
-    pub alerts: Mutex<HashMap<u64, Alert>>,
+    /// The alerts by fingerprint. The aggregation groups hold the same
+    /// `Arc`s, so an alert's labels and annotations are in memory once.
+    pub alerts: Mutex<HashMap<u64, Arc<Alert>>>,
     pub silences: Silences,
     pub nflog: NotificationLog,
     pub dispatcher: Mutex<Dispatcher>,
@@ -198,9 +200,9 @@ impl Tenant {
                             || (alert.starts_at > old.starts_at
                                 && alert.starts_at < old.ends_at) =>
                     {
-                        old.merge(&alert)
+                        Arc::new(old.merge(&alert))
                     }
-                    _ => alert,
+                    _ => Arc::new(alert),
                 };
                 store.insert(fp, merged.clone());
                 merged
@@ -221,7 +223,7 @@ impl Tenant {
         }
     }
 
-    fn dispatch(&self, shared: &Arc<Shared>, alert: Alert) {
+    fn dispatch(&self, shared: &Arc<Shared>, alert: Arc<Alert>) {
         let mut d = self.dispatcher.lock();
         let config = d.config.clone();
         for route in config.route.matching(&alert.labels) {
@@ -324,7 +326,7 @@ pub struct AggrGroup {
 }
 
 struct GroupState {
-    alerts: BTreeMap<u64, Alert>,
+    alerts: BTreeMap<u64, Arc<Alert>>,
     next: Instant,
     has_flushed: bool,
 }
@@ -344,7 +346,7 @@ impl AggrGroup {
         }
     }
 
-    fn insert(&self, alert: Alert) {
+    fn insert(&self, alert: Arc<Alert>) {
         let mut st = self.state.lock();
         let wait =
             chrono::Duration::from_std(self.opts.group_wait).unwrap_or(chrono::Duration::MAX);
@@ -356,7 +358,12 @@ impl AggrGroup {
     }
 
     pub fn alerts(&self) -> Vec<Alert> {
-        self.state.lock().alerts.values().cloned().collect()
+        self.state
+            .lock()
+            .alerts
+            .values()
+            .map(|a| Alert::clone(a))
+            .collect()
     }
 }
 
@@ -382,7 +389,10 @@ async fn run_group(
             }
             st.next = Instant::now() + group.opts.group_interval;
             st.has_flushed = true;
-            st.alerts.values().cloned().collect::<Vec<_>>()
+            st.alerts
+                .values()
+                .map(|a| Alert::clone(a))
+                .collect::<Vec<_>>()
         };
         if !alerts.is_empty() {
             let now = Utc::now();

@@ -539,11 +539,7 @@ receivers:
     );
     push(&router, &clock, 1.0, &[test("test1")]).await;
     clock.until(3.0).await;
-    let resp = client()
-        .post(format!("{}/-/reload", router.url))
-        .send()
-        .await
-        .unwrap();
+    let resp = router.reload().await;
     assert_eq!(resp.status(), 200);
     push(&router, &clock, 4.0, &[test("test2")]).await;
     finish(router, &clock, &mut [&mut co]).await;

@@ -82,6 +82,15 @@ impl Router {
         self.task.await.unwrap();
     }
 
+    /// `POST /-/reload`.
+    pub async fn reload(&self) -> reqwest::Response {
+        client()
+            .post(format!("{}/-/reload", self.url))
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn post_alerts(&self, alerts: Value) -> reqwest::Response {
         self.post_alerts_as(None, alerts).await
     }
