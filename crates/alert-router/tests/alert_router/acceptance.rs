@@ -264,58 +264,25 @@ async fn merge_alerts(with_ends_at: bool) {
     let mut co = Collector::start("webhook", Answer::Ok).await;
     let router = start(dir.path(), FAST, &[&co]).await;
     let test = || alert(&["alertname", "test"]);
+    let ann = |v: &str| test().annotate("ann", v);
 
     co.want(2.0, 2.5, &[test().active(&[1.0])]);
-    co.want(3.0, 3.5, &[test().annotate("ann", "v1").active(&[1.0])]);
-    co.want(4.0, 4.5, &[test().annotate("ann", "v2").active(&[1.0])]);
-    co.want(
-        5.0,
-        5.5,
-        &[test().annotate("ann", "v3").active(&[1.0, 4.8])],
-    );
+    co.want(3.0, 3.5, &[ann("v1").active(&[1.0])]);
+    co.want(4.0, 4.5, &[ann("v2").active(&[1.0])]);
+    co.want(5.0, 5.5, &[ann("v3").active(&[1.0, 4.8])]);
     co.want(6.0, 6.5, &[test().active(&[5.0])]);
 
     // The start stays at the earliest time, also when a later push carries
     // an earlier start.
     push(&router, &clock, 1.0, &[test().active(&range(1.1))]).await;
     push(&router, &clock, 1.2, &[test().active(&[1.0])]).await;
-    push(
-        &router,
-        &clock,
-        2.1,
-        &[test().annotate("ann", "v1").active(&range(2.0))],
-    )
-    .await;
+    push(&router, &clock, 2.1, &[ann("v1").active(&range(2.0))]).await;
     // Annotations come from the most recent push.
-    push(
-        &router,
-        &clock,
-        3.6,
-        &[test().annotate("ann", "v2").active(&range(1.5))],
-    )
-    .await;
+    push(&router, &clock, 3.6, &[ann("v2").active(&range(1.5))]).await;
     // Resolved twice: the latest end wins.
-    push(
-        &router,
-        &clock,
-        4.6,
-        &[test().annotate("ann", "v2").active(&[3.0, 4.5])],
-    )
-    .await;
-    push(
-        &router,
-        &clock,
-        4.8,
-        &[test().annotate("ann", "v3").active(&[2.9, 4.8])],
-    )
-    .await;
-    push(
-        &router,
-        &clock,
-        4.8,
-        &[test().annotate("ann", "v3").active(&[2.9, 4.1])],
-    )
-    .await;
+    push(&router, &clock, 4.6, &[ann("v2").active(&[3.0, 4.5])]).await;
+    push(&router, &clock, 4.8, &[ann("v3").active(&[2.9, 4.8])]).await;
+    push(&router, &clock, 4.8, &[ann("v3").active(&[2.9, 4.1])]).await;
     // Firing again after the resolution: no overlap, no merge.
     push(&router, &clock, 5.3, &[test().active(&range(5.0))]).await;
     finish(router, &clock, &mut [&mut co]).await;
