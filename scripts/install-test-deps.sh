@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh machine: cargo-nextest, the
-# Python client libraries the real-client tests use, and Debian's
+# Python client libraries the real-client tests use (and aiosmtpd, the SMTP
+# sink of the alert-router's email test), and Debian's
 # prometheus package (prometheus and promtool, for the tsdb API's
 # side-by-side tests).
 set -euo pipefail
@@ -27,4 +28,4 @@ fi
 
 python3 -m pip install --quiet --disable-pip-version-check \
     pytest==8.3.5 python-logging-loki==0.3.1 requests python-snappy "moto[server]==5.2.5" \
-    websocket-client==1.9.2 prometheus-client==0.26.0
+    websocket-client==1.9.2 prometheus-client==0.26.0 aiosmtpd==1.4.6

@@ -17,7 +17,8 @@ use serde_json::{Value, json};
 use crate::Error;
 use crate::matcher::{MatchType, Matcher, parse_matcher};
 use crate::model::{
-    Alert, LabelSet, fingerprint_string, format_rfc3339_millis, is_zero, parse_time, zero_time,
+    Alert, LabelSet, alert_order, fingerprint_string, format_rfc3339_millis, is_zero,
+    labelset_before, parse_time, zero_time,
 };
 use crate::silences::{ApiMatcher, NewSilence, Silence, SilenceError, SilenceState};
 use crate::state::{Shared, Tenant};
@@ -262,7 +263,6 @@ impl AlertFilter {
 
     /// The alert's JSON when it passes the filter.
     fn apply(&self, state: &ApiState, tenant: &Tenant, a: &Alert) -> Option<Value> {
-        let now = Utc::now();
         let config = state.shared.config();
         let receivers: Vec<String> = config
             .route
@@ -275,6 +275,15 @@ impl AlertFilter {
         {
             return None;
         }
+        self.status(state, tenant, a)
+            .map(|status| alert_json(a, &status, &receivers))
+    }
+
+    /// The alert's status when it passes the label and state filters (not
+    /// the receiver filter).
+    fn status(&self, state: &ApiState, tenant: &Tenant, a: &Alert) -> Option<AlertStatus> {
+        let now = Utc::now();
+        let config = state.shared.config();
         if !match_filter_labels(&self.matchers, &a.labels) {
             return None;
         }
@@ -293,7 +302,7 @@ impl AlertFilter {
             return None;
         }
         let _ = self.unprocessed; // every alert is processed on arrival
-        Some(alert_json(a, &status, &receivers))
+        Some(status)
     }
 }
 
@@ -304,7 +313,7 @@ async fn get_alerts(
 ) -> Result<Response, Error> {
     let tenant = tenant(&state, &headers)?;
     let filter = AlertFilter::parse(&query_params(q))?;
-    let alerts: Vec<Alert> = tenant.alerts.lock().values().cloned().collect();
+    let alerts: Vec<Arc<Alert>> = tenant.alerts.lock().values().cloned().collect();
     let mut out: Vec<(String, Value)> = alerts
         .iter()
         .filter_map(|a| {
@@ -410,37 +419,69 @@ async fn get_groups(
 ) -> Result<Response, Error> {
     let tenant = tenant(&state, &headers)?;
     let filter = AlertFilter::parse(&query_params(q))?;
-    let mut groups: Vec<(String, String, Value)> = Vec::new();
+    // The groups the receiver filter keeps, with the alerts that pass.
+    type Kept = (Arc<crate::state::AggrGroup>, Vec<(Alert, AlertStatus)>);
+    let mut kept: Vec<Kept> = Vec::new();
     for g in tenant.groups() {
         if let Some(re) = &filter.receiver
             && !re.is_match(&g.opts.receiver)
         {
             continue;
         }
-        let mut alerts: Vec<(String, Value)> = g
-            .alerts()
-            .iter()
-            .filter_map(|a| {
-                filter
-                    .apply(&state, &tenant, a)
-                    .map(|v| (fingerprint_string(a.fingerprint()), v))
-            })
+        let mut members = g.alerts();
+        members.sort_by(|a, b| alert_order(&a.labels, &b.labels));
+        let alerts: Vec<(Alert, AlertStatus)> = members
+            .into_iter()
+            .filter_map(|a| filter.status(&state, &tenant, &a).map(|st| (a, st)))
             .collect();
-        if alerts.is_empty() {
-            continue;
+        if !alerts.is_empty() {
+            kept.push((g, alerts));
         }
-        alerts.sort_by(|a, b| a.0.cmp(&b.0));
-        groups.push((
-            g.opts.receiver.clone(),
-            crate::model::labelset_string(&g.labels),
-            json!({
-                "alerts": alerts.into_iter().map(|(_, v)| v).collect::<Vec<_>>(),
-                "labels": labels_json(&g.labels),
-                "receiver": {"name": g.opts.receiver},
-            }),
-        ));
     }
-    groups.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    // As in Alertmanager, an alert's receivers here are those of the kept
+    // groups it is in (sorted; Alertmanager's order is its map's).
+    let mut receivers: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    for (g, alerts) in &kept {
+        for (a, _) in alerts {
+            receivers
+                .entry(a.fingerprint())
+                .or_default()
+                .push(g.opts.receiver.clone());
+        }
+    }
+    receivers.values_mut().for_each(|r| r.sort());
+    let mut groups: Vec<(LabelSet, String, Value)> = kept
+        .iter()
+        .map(|(g, alerts)| {
+            let alerts: Vec<Value> = alerts
+                .iter()
+                .map(|(a, st)| {
+                    let names = receivers.get(&a.fingerprint()).cloned().unwrap_or_default();
+                    alert_json(a, st, &names)
+                })
+                .collect();
+            (
+                g.labels.clone(),
+                g.opts.receiver.clone(),
+                json!({
+                    "alerts": alerts,
+                    "labels": labels_json(&g.labels),
+                    "receiver": {"name": g.opts.receiver},
+                }),
+            )
+        })
+        .collect();
+    // Alertmanager's `AlertGroups` order: by group labels (`Before`), then
+    // receiver.
+    groups.sort_by(|a, b| {
+        if a.0 == b.0 {
+            a.1.cmp(&b.1)
+        } else if labelset_before(&a.0, &b.0) {
+            std::cmp::Ordering::Less
+        } else {
+            std::cmp::Ordering::Greater
+        }
+    });
     Ok(json_response(
         StatusCode::OK,
         &Value::Array(groups.into_iter().map(|(_, _, v)| v).collect()),

@@ -47,6 +47,50 @@ pub fn fingerprint(labels: &LabelSet) -> u64 {
     hash
 }
 
+/// Prometheus' `LabelSet.Before`: the smaller set first, then the first
+/// differing value in name order (a name missing from one set puts that set
+/// first).
+pub fn labelset_before(a: &LabelSet, b: &LabelSet) -> bool {
+    if a.len() != b.len() {
+        return a.len() < b.len();
+    }
+    let mut names: Vec<&String> = a.keys().chain(b.keys()).collect();
+    names.sort();
+    for name in names {
+        let (Some(av), Some(bv)) = (a.get(name), b.get(name)) else {
+            return b.contains_key(name);
+        };
+        if av != bv {
+            return av < bv;
+        }
+    }
+    false
+}
+
+/// Alertmanager's `AlertSlice` order, used for the alerts of a
+/// notification and of an API group: by `job`, then `instance` (an alert
+/// that has the label before one that has not), then `labelset_before`.
+/// Receivers see alerts in this order and `max_alerts` keeps the first.
+pub fn alert_order(a: &LabelSet, b: &LabelSet) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    for key in ["job", "instance"] {
+        match (a.get(key), b.get(key)) {
+            (None, None) => continue,
+            (None, Some(_)) => return Ordering::Greater,
+            (Some(_), None) => return Ordering::Less,
+            (Some(x), Some(y)) if x != y => return x.cmp(y),
+            _ => {}
+        }
+    }
+    if labelset_before(a, b) {
+        Ordering::Less
+    } else if labelset_before(b, a) {
+        Ordering::Greater
+    } else {
+        Ordering::Equal
+    }
+}
+
 /// A fingerprint as Alertmanager prints it: 16 hex digits.
 pub fn fingerprint_string(fp: u64) -> String {
     format!("{fp:016x}")
@@ -253,6 +297,35 @@ mod tests {
         assert_eq!(
             fingerprint(&ls(&[("first", "value"), ("second", "value")])),
             fingerprint(&ls(&[("second", "value"), ("first", "value")]))
+        );
+    }
+
+    #[test]
+    fn alerts_sort_like_alertmanager() {
+        let mut sets = [
+            ls(&[("alertname", "B"), ("x", "1"), ("y", "1")]),
+            ls(&[("alertname", "A"), ("instance", "i2")]),
+            ls(&[("alertname", "Z")]),
+            ls(&[("alertname", "A"), ("job", "j"), ("instance", "i9")]),
+            ls(&[("alertname", "A"), ("instance", "i1")]),
+            ls(&[("alertname", "A"), ("z", "1")]),
+            ls(&[("alertname", "B"), ("x", "1"), ("z", "0")]),
+        ];
+        sets.sort_by(alert_order);
+        let names: Vec<String> = sets.iter().map(labelset_string).collect();
+        assert_eq!(
+            names,
+            vec![
+                r#"{alertname="A", instance="i9", job="j"}"#,
+                r#"{alertname="A", instance="i1"}"#,
+                r#"{alertname="A", instance="i2"}"#,
+                r#"{alertname="Z"}"#,
+                r#"{alertname="A", z="1"}"#,
+                // Go's `Before`: at `y` the second set lacks the name,
+                // so it comes first.
+                r#"{alertname="B", x="1", z="0"}"#,
+                r#"{alertname="B", x="1", y="1"}"#,
+            ]
         );
     }
 

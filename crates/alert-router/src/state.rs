@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use crate::amconfig::{AmConfig, Route, RouteOpts};
 use crate::cluster::{Cluster, Replicated, TenantState};
 use crate::metrics::{RouterMetrics, StateLabel, StatusLabel};
-use crate::model::{Alert, LabelSet, Time, fingerprint, labelset_string};
+use crate::model::{Alert, LabelSet, Time, alert_order, fingerprint, labelset_string};
 use crate::nflog::{NotificationLog, needs_update};
 use crate::notify::{Backoff, Integration, NotifyEnv};
 use crate::silences::{SilenceState, Silences};
@@ -123,7 +123,7 @@ impl Shared {
                 d.cancel.cancel();
                 *d = Dispatcher::new(config.clone(), self.shutdown.child_token());
             }
-            let alerts: Vec<Alert> = tenant.alerts.lock().values().cloned().collect();
+            let alerts: Vec<Arc<Alert>> = tenant.alerts.lock().values().cloned().collect();
             for a in alerts {
                 tenant.dispatch(self, a);
             }
@@ -147,7 +147,7 @@ impl Shared {
             if let Err(err) = t.nflog.snapshot() {
                 tracing::error!(%err, tenant = %t.name, "cannot write the notification log");
             }
-            let alerts: Vec<Alert> = t.alerts.lock().values().cloned().collect();
+            let alerts: Vec<Arc<Alert>> = t.alerts.lock().values().cloned().collect();
             for a in alerts.iter().filter(|a| !a.resolved_at(now)) {
                 if t.silences.mutes(&a.labels, now).is_empty()
                     && t.inhibited_by(&a.labels, &config).is_empty()
@@ -245,7 +245,9 @@ impl Replicated for Shared {
 /// One tenant's state.
 pub struct Tenant {
     pub name: String,
-    pub alerts: Mutex<HashMap<u64, Alert>>,
+    /// The alerts by fingerprint. The aggregation groups hold the same
+    /// `Arc`s, so an alert's labels and annotations are in memory once.
+    pub alerts: Mutex<HashMap<u64, Arc<Alert>>>,
     pub silences: Silences,
     pub nflog: NotificationLog,
     pub dispatcher: Mutex<Dispatcher>,
@@ -265,9 +267,9 @@ impl Tenant {
                             || (alert.starts_at > old.starts_at
                                 && alert.starts_at < old.ends_at) =>
                     {
-                        old.merge(&alert)
+                        Arc::new(old.merge(&alert))
                     }
-                    _ => alert,
+                    _ => Arc::new(alert),
                 };
                 store.insert(fp, merged.clone());
                 merged
@@ -288,7 +290,7 @@ impl Tenant {
         }
     }
 
-    fn dispatch(&self, shared: &Arc<Shared>, alert: Alert) {
+    fn dispatch(&self, shared: &Arc<Shared>, alert: Arc<Alert>) {
         let mut d = self.dispatcher.lock();
         let config = d.config.clone();
         for route in config.route.matching(&alert.labels) {
@@ -391,7 +393,7 @@ pub struct AggrGroup {
 }
 
 struct GroupState {
-    alerts: BTreeMap<u64, Alert>,
+    alerts: BTreeMap<u64, Arc<Alert>>,
     next: Instant,
     has_flushed: bool,
 }
@@ -411,7 +413,7 @@ impl AggrGroup {
         }
     }
 
-    fn insert(&self, alert: Alert) {
+    fn insert(&self, alert: Arc<Alert>) {
         let mut st = self.state.lock();
         let wait =
             chrono::Duration::from_std(self.opts.group_wait).unwrap_or(chrono::Duration::MAX);
@@ -423,7 +425,12 @@ impl AggrGroup {
     }
 
     pub fn alerts(&self) -> Vec<Alert> {
-        self.state.lock().alerts.values().cloned().collect()
+        self.state
+            .lock()
+            .alerts
+            .values()
+            .map(|a| Alert::clone(a))
+            .collect()
     }
 }
 
@@ -449,16 +456,15 @@ async fn run_group(
             }
             st.next = Instant::now() + group.opts.group_interval;
             st.has_flushed = true;
-            st.alerts.values().cloned().collect::<Vec<_>>()
+            st.alerts
+                .values()
+                .map(|a| Alert::clone(a))
+                .collect::<Vec<_>>()
         };
         if !alerts.is_empty() {
             let now = Utc::now();
             let mut alerts = alerts;
-            // Alertmanager sorts by job/instance... then labels; sorted
-            // label sets are a stable equivalent.
-            alerts.sort_by(|a, b| {
-                (a.labels.get("alertname"), &a.labels).cmp(&(b.labels.get("alertname"), &b.labels))
-            });
+            alerts.sort_by(|a, b| alert_order(&a.labels, &b.labels));
             let notified = tokio::select! {
                 _ = cancel.cancelled() => return,
                 ok = notify_group(&group, &tenant, &shared, &config, &alerts, now) => ok,
@@ -487,6 +493,10 @@ async fn run_group(
         }
     }
 }
+
+/// The shortest time a flush's notifications may take, retries included
+/// (Alertmanager's `notify.MinTimeout`).
+const MIN_NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs the pipeline for one flush; true when every integration succeeded.
 async fn notify_group(
@@ -634,8 +644,11 @@ async fn run_integration(
                 }
             }
         };
-        // Retries stop when the group interval runs out, as in Alertmanager.
-        let result = match tokio::time::timeout(group.opts.group_interval, attempt_all).await {
+        // Retries stop when the group interval runs out, but not before
+        // Alertmanager's `MinTimeout` of 10 s, so that short intervals
+        // still retry as long as Alertmanager does.
+        let timeout = group.opts.group_interval.max(MIN_NOTIFY_TIMEOUT);
+        let result = match tokio::time::timeout(timeout, attempt_all).await {
             Ok(r) => r,
             Err(_) => Err(format!("{log_key}: retries canceled at the group interval")),
         };
@@ -649,12 +662,15 @@ async fn run_integration(
             return false;
         }
     }
+    // Logged at the time the notification went out (after any retries),
+    // as Alertmanager's SetNotifiesStage does: the repeat interval counts
+    // from then.
     tenant.nflog.log(
         &group.key,
         &log_key,
         firing,
         resolved,
-        now,
+        Utc::now(),
         group.opts.repeat_interval * 2,
     );
     true

@@ -107,6 +107,35 @@ fn labels_of(series: usize) -> Vec<Label> {
     ]
 }
 
+/// Posts `body` until the server takes it: 5xx and 429 are retried with
+/// a growing pause, other errors end the run.
+pub async fn post_until_accepted(
+    client: &reqwest::Client,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> anyhow::Result<()> {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let mut req = client.post(url).body(body.clone());
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let resp = req.send().await?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let text = resp.text().await.unwrap_or_default();
+        anyhow::ensure!(
+            status.is_server_error() || status == 429,
+            "{status}: {text}"
+        );
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
 pub async fn remote_write(args: RemoteWriteBenchArgs) -> anyhow::Result<()> {
     let interval_ms = args.interval.as_millis() as i64;
     anyhow::ensure!(interval_ms > 0, "--interval must be positive");
@@ -146,28 +175,17 @@ pub async fn remote_write(args: RemoteWriteBenchArgs) -> anyhow::Result<()> {
                 let Some(body) = rx.recv().await else {
                     return Ok::<_, anyhow::Error>(());
                 };
-                let mut backoff = Duration::from_millis(50);
-                loop {
-                    let resp = client
-                        .post(&url)
-                        .header("Content-Encoding", "snappy")
-                        .header("Content-Type", "application/x-protobuf")
-                        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
-                        .body(body.clone())
-                        .send()
-                        .await?;
-                    let status = resp.status();
-                    if status.is_success() {
-                        break;
-                    }
-                    let text = resp.text().await.unwrap_or_default();
-                    anyhow::ensure!(
-                        status.is_server_error() || status == 429,
-                        "{status}: {text}"
-                    );
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                }
+                post_until_accepted(
+                    &client,
+                    &url,
+                    &[
+                        ("Content-Encoding", "snappy"),
+                        ("Content-Type", "application/x-protobuf"),
+                        ("X-Prometheus-Remote-Write-Version", "0.1.0"),
+                    ],
+                    body,
+                )
+                .await?;
             }
         }));
     }

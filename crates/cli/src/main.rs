@@ -2,6 +2,7 @@
 //! one process on one port.
 
 mod bench;
+mod bench_alerts;
 mod bench_remote_write;
 mod config;
 mod rules;
@@ -100,6 +101,8 @@ enum BenchCommand {
     Push(bench::PushBenchArgs),
     /// Send a metrics remote-write workload to Lucia or Prometheus as fast as it takes it
     RemoteWrite(bench_remote_write::RemoteWriteBenchArgs),
+    /// Post an alert workload to Lucia's alert-router or Alertmanager (API v2) as fast as it takes it
+    Alerts(bench_alerts::AlertsBenchArgs),
 }
 
 #[derive(Args, Clone)]
@@ -421,20 +424,18 @@ fn real_main() -> anyhow::Result<std::process::ExitCode> {
     if let Command::AlertRouter(args) = &cli.command {
         return run_alert_router((**args).clone());
     }
-    if let Command::Bench(BenchCommand::Push(args)) = cli.command {
+    if let Command::Bench(command) = cli.command {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .context("cannot start the async runtime")?;
-        runtime.block_on(bench::push(args))?;
-        return Ok(std::process::ExitCode::SUCCESS);
-    }
-    if let Command::Bench(BenchCommand::RemoteWrite(args)) = cli.command {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .context("cannot start the async runtime")?;
-        runtime.block_on(bench_remote_write::remote_write(args))?;
+        runtime.block_on(async {
+            match command {
+                BenchCommand::Push(args) => bench::push(args).await,
+                BenchCommand::RemoteWrite(args) => bench_remote_write::remote_write(args).await,
+                BenchCommand::Alerts(args) => bench_alerts::alerts(args).await,
+            }
+        })?;
         return Ok(std::process::ExitCode::SUCCESS);
     }
     if let Command::Test(TestCommand::Logql { files }) = &cli.command {

@@ -66,6 +66,20 @@ fn common(sets: &[&LabelSet]) -> LabelSet {
     out
 }
 
+/// Go's `regexp.QuoteMeta`, which Alertmanager applies to the receiver
+/// name of the template data. It escapes fewer characters than
+/// `regex::escape` (not `-`, `#`, `&` or `~`), so `team-a` stays `team-a`.
+fn quote_meta(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if r"\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 impl Data {
     /// Builds the data for `alerts` (firing alerts carry a zero end time,
     /// as Alertmanager's flush leaves them).
@@ -95,7 +109,7 @@ impl Data {
         let labels: Vec<&LabelSet> = alerts.iter().map(|a| &a.labels).collect();
         let annotations: Vec<&LabelSet> = alerts.iter().map(|a| &a.annotations).collect();
         Self {
-            receiver: regex::escape(receiver),
+            receiver: quote_meta(receiver),
             status: if firing { "firing" } else { "resolved" }.to_string(),
             alerts: data_alerts,
             group_labels: group_labels.clone(),
@@ -401,6 +415,7 @@ mod tests {
         let gl: LabelSet = [("alertname".to_string(), "A".to_string())].into();
         let d = Data::new("team.a", &gl, &alerts, "http://am:9093", Utc::now());
         assert_eq!(d.receiver, r"team\.a");
+        assert_eq!(quote_meta("db-all #1 (x)"), r"db-all #1 \(x\)");
         assert_eq!(d.status, "firing");
         assert_eq!(d.common_labels.len(), 1);
         assert_eq!(d.common_annotations.len(), 1);

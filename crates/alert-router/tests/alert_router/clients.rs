@@ -6,7 +6,9 @@ use std::process::Command;
 
 use serde_json::json;
 
-use crate::{Receiver, Router, alert, binary, config_with_webhook, tempdir};
+use crate::{
+    Alertmanager, Receiver, Router, alert, binary, config_with_webhook, free_port, tempdir,
+};
 
 fn amtool(args: &[&str]) -> (bool, String) {
     let Some(bin) = binary(&["amtool"]) else {
@@ -124,49 +126,17 @@ async fn amtool_alerts_silences_and_config() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fingerprints_match_a_real_alertmanager() {
-    let Some(am) = binary(&["alertmanager", "prometheus-alertmanager"]) else {
-        return;
-    };
     let dir = tempdir();
-    std::fs::write(
-        dir.path().join("am.yml"),
+    let Some(am) = Alertmanager::start(
+        dir.path(),
         "route:\n  receiver: default\nreceivers:\n- name: default\n",
     )
-    .unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
+    .await
+    else {
+        return;
     };
-    let mut child = Command::new(am)
-        .arg(format!(
-            "--config.file={}",
-            dir.path().join("am.yml").display()
-        ))
-        .arg(format!(
-            "--storage.path={}",
-            dir.path().join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--cluster.listen-address=")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let am_url = format!("http://127.0.0.1:{port}");
+    let am_url = am.url.clone();
     let c = crate::client();
-    let mut ready = false;
-    for _ in 0..300 {
-        if c.get(format!("{am_url}/-/ready"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(ready, "alertmanager did not start");
     let alerts = json!([
         alert(json!({"alertname": "A", "instance": "host:9100", "job": "node"})),
         alert(json!({"alertname": "B", "msg": "ünïcödé \"quoted\"\n"})),
@@ -186,8 +156,7 @@ async fn fingerprints_match_a_real_alertmanager() {
         .json()
         .await
         .unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(am);
 
     let hook = Receiver::start(0).await;
     let router = Router::start(dir.path(), &config_with_webhook(&hook.url, "", ""), false).await;
@@ -230,10 +199,7 @@ async fn prometheus_sends_alerts() {
         ),
     )
     .unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = free_port();
     let mut child = Command::new(prom)
         .arg(format!(
             "--config.file={}",

@@ -4,8 +4,11 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod acceptance;
 mod clients;
+mod email_smtpd;
 mod pipeline;
+mod side_by_side;
 mod tls;
 
 use std::net::SocketAddr;
@@ -80,6 +83,15 @@ impl Router {
         self.task.await.unwrap();
     }
 
+    /// `POST /-/reload`.
+    pub async fn reload(&self) -> reqwest::Response {
+        client()
+            .post(format!("{}/-/reload", self.url))
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn post_alerts(&self, alerts: Value) -> reqwest::Response {
         self.post_alerts_as(None, alerts).await
     }
@@ -129,16 +141,33 @@ pub fn client() -> reqwest::Client {
     lucia_common::http_client::client()
 }
 
-/// A local webhook receiver: every payload goes to the channel; the first
-/// `fail_first` requests are answered with 500.
+/// How a [`Receiver`] answers.
+#[derive(Clone, Copy)]
+pub enum Answer {
+    /// 200 for every request.
+    Ok,
+    /// 500 for the first `n` requests, then 200.
+    FailFirst(usize),
+    /// 200 without keeping the payload until the instant (Alertmanager's
+    /// acceptance webhook with `Func` returning true).
+    DropUntil(tokio::time::Instant),
+}
+
+/// A local webhook receiver: every payload it keeps goes to the channel
+/// with its arrival time.
 pub struct Receiver {
     pub url: String,
-    pub rx: mpsc::UnboundedReceiver<Value>,
+    pub rx: mpsc::UnboundedReceiver<(tokio::time::Instant, Value)>,
     pub requests: Arc<AtomicUsize>,
 }
 
 impl Receiver {
+    /// A receiver that fails the first `fail_first` requests with 500.
     pub async fn start(fail_first: usize) -> Receiver {
+        Self::answering(Answer::FailFirst(fail_first)).await
+    }
+
+    pub async fn answering(answer: Answer) -> Receiver {
         let (tx, rx) = mpsc::unbounded_channel();
         let requests = Arc::new(AtomicUsize::new(0));
         let counter = requests.clone();
@@ -148,12 +177,19 @@ impl Receiver {
                 let tx = tx.clone();
                 let counter = counter.clone();
                 async move {
+                    let arrived = tokio::time::Instant::now();
                     let n = counter.fetch_add(1, Ordering::SeqCst);
-                    if n < fail_first {
-                        return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+                    match answer {
+                        Answer::FailFirst(first) if n < first => {
+                            return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+                        }
+                        Answer::DropUntil(until) if arrived < until => {
+                            return axum::http::StatusCode::OK;
+                        }
+                        _ => {}
                     }
                     let v: Value = serde_json::from_slice(&body).unwrap();
-                    let _ = tx.send(v);
+                    let _ = tx.send((arrived, v));
                     axum::http::StatusCode::OK
                 }
             }),
@@ -172,6 +208,11 @@ impl Receiver {
 
     /// The next notification; fails after a generous timeout.
     pub async fn next(&mut self) -> Value {
+        self.next_timed().await.1
+    }
+
+    /// The next notification with its arrival time.
+    pub async fn next_timed(&mut self) -> (tokio::time::Instant, Value) {
         tokio::time::timeout(Duration::from_secs(60), self.rx.recv())
             .await
             .expect("no webhook notification within 60 s")
@@ -180,12 +221,81 @@ impl Receiver {
 
     /// Notifications that already arrived.
     pub fn pending(&mut self) -> Vec<Value> {
+        self.pending_timed().into_iter().map(|(_, v)| v).collect()
+    }
+
+    /// Notifications that already arrived, with their arrival times.
+    pub fn pending_timed(&mut self) -> Vec<(tokio::time::Instant, Value)> {
         let mut out = Vec::new();
         while let Ok(v) = self.rx.try_recv() {
             out.push(v);
         }
         out
     }
+}
+
+/// A real Alertmanager (Debian's `prometheus-alertmanager`) on a free port
+/// with its own storage and clustering off; killed on drop.
+pub struct Alertmanager {
+    pub url: String,
+    child: std::process::Child,
+}
+
+impl Alertmanager {
+    /// Starts the binary with `config_yaml` (written to `dir/am.yml`), or
+    /// `None` with a notice when it is not installed.
+    pub async fn start(dir: &Path, config_yaml: &str) -> Option<Alertmanager> {
+        let bin = binary(&["alertmanager", "prometheus-alertmanager"])?;
+        let config = dir.join("am.yml");
+        std::fs::write(&config, config_yaml).unwrap();
+        let port = free_port();
+        let child = std::process::Command::new(bin)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.path={}", dir.join("am-data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg(format!("--web.external-url=http://127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("am.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let mut am = Alertmanager {
+            url: format!("http://127.0.0.1:{port}"),
+            child,
+        };
+        let c = client();
+        for _ in 0..600 {
+            if am.child.try_wait().unwrap().is_some() {
+                break;
+            }
+            if c.get(format!("{}/-/ready", am.url))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+            {
+                return Some(am);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "alertmanager did not become ready (or exited): {}",
+            std::fs::read_to_string(dir.join("am.log")).unwrap_or_default()
+        );
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port that was free a moment ago (for child processes that need one
+/// on their command line).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
 }
 
 /// A config with short timers and one webhook receiver `hook`.

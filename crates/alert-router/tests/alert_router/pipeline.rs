@@ -228,11 +228,7 @@ async fn reload_switches_routes_and_keeps_state() {
         "route:\n  receiver: nope\n",
     )
     .unwrap();
-    let resp = client()
-        .post(format!("{}/-/reload", router.url))
-        .send()
-        .await
-        .unwrap();
+    let resp = router.reload().await;
     assert_eq!(resp.status(), 500);
     let body = resp.text().await.unwrap();
     assert!(
@@ -246,11 +242,7 @@ async fn reload_switches_routes_and_keeps_state() {
         config_with_webhook(&hook.url, routes, &extra),
     )
     .unwrap();
-    let resp = client()
-        .post(format!("{}/-/reload", router.url))
-        .send()
-        .await
-        .unwrap();
+    let resp = router.reload().await;
     assert_eq!(resp.status(), 200);
     let receivers = router.get_json("/api/v2/receivers", None).await;
     assert_eq!(receivers, json!([{"name": "hook"}, {"name": "second"}]));
