@@ -103,28 +103,19 @@ impl Default for GlobalConfig {
     }
 }
 
-/// Prometheus' `http_config` (the parts Lucia uses; the rest is accepted).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HttpConfig {
-    pub basic_auth: Option<BasicAuth>,
-    pub authorization: Option<Authorization>,
-    pub bearer_token: Option<String>,
-    pub bearer_token_file: Option<String>,
-    pub proxy_url: Option<String>,
-    pub no_proxy: Option<String>,
-    pub proxy_from_environment: Option<bool>,
-    pub proxy_connect_header: Option<IgnoredAny>,
-    pub follow_redirects: Option<bool>,
-    pub enable_http2: Option<bool>,
-    pub tls_config: Option<TlsConfig>,
-    pub oauth2: Option<IgnoredAny>,
-    /// The client of an `http_config` with a `tls_config`, built when the
-    /// configuration loads (so that a bad file fails the load, as in
-    /// Alertmanager, and the connection pool lives as long as the config).
-    /// `None`: the router's shared client.
-    #[serde(skip)]
-    pub client: Option<reqwest::Client>,
+lucia_common::with_http_client_fields! {
+    /// Prometheus' `http_config` (authentication and `tls_config` are
+    /// applied; the rest is accepted), with common's fields and checks.
+    #[derive(Debug, Clone, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct HttpConfig {
+        /// The client of an `http_config` with a `tls_config`, built when the
+        /// configuration loads (so that a bad file fails the load, as in
+        /// Alertmanager, and the connection pool lives as long as the config).
+        /// `None`: the router's shared client.
+        #[serde(skip)]
+        pub client: Option<reqwest::Client>,
+    }
 }
 
 impl HttpConfig {
@@ -142,24 +133,6 @@ impl HttpConfig {
         self.client = Some(client);
         Ok(())
     }
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BasicAuth {
-    pub username: String,
-    pub username_file: Option<String>,
-    pub password: Option<String>,
-    pub password_file: Option<String>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Authorization {
-    #[serde(rename = "type")]
-    pub kind: Option<String>,
-    pub credentials: Option<String>,
-    pub credentials_file: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -252,31 +252,12 @@ pub fn apply_http_config(
     let Some(cfg) = cfg else {
         return Ok(req);
     };
-    if let Some(b) = &cfg.basic_auth {
-        let password = match (&b.password, &b.password_file) {
-            (Some(p), _) => Some(p.clone()),
-            (None, Some(f)) => Some(read_secret_file(f)?),
-            _ => None,
-        };
-        let username = match &b.username_file {
-            Some(f) => read_secret_file(f)?,
-            None => b.username.clone(),
-        };
-        req = req.basic_auth(username, password);
-    }
-    if let Some(a) = &cfg.authorization {
-        let creds = match (&a.credentials, &a.credentials_file) {
-            (Some(c), _) => c.clone(),
-            (None, Some(f)) => read_secret_file(f)?,
-            _ => String::new(),
-        };
-        let kind = a.kind.clone().unwrap_or_else(|| "Bearer".to_string());
-        req = req.header("Authorization", format!("{kind} {creds}"));
-    }
-    if let Some(t) = &cfg.bearer_token {
-        req = req.header("Authorization", format!("Bearer {t}"));
-    } else if let Some(f) = &cfg.bearer_token_file {
-        req = req.header("Authorization", format!("Bearer {}", read_secret_file(f)?));
+    let header = cfg
+        .http()
+        .authorization_header()
+        .map_err(NotifyError::fatal)?;
+    if let Some(value) = header {
+        req = req.header("Authorization", value);
     }
     Ok(req)
 }
@@ -385,6 +366,36 @@ pub type KV = BTreeMap<String, String>;
 mod tests {
     use super::*;
     use chrono::Utc;
+
+    #[test]
+    fn http_config_sets_the_authorization_header() {
+        let header = |yaml: &str| {
+            let cfg: HttpConfig = serde_saphyr::from_str(yaml).expect("http_config");
+            let client = lucia_common::http_client::client();
+            let request = apply_http_config(client.get("http://localhost/"), Some(&cfg))
+                .expect("apply")
+                .build()
+                .expect("request");
+            request
+                .headers()
+                .get("authorization")
+                .map(|v| v.to_str().unwrap_or_default().to_string())
+        };
+        assert_eq!(
+            header("basic_auth:\n  username: u\n  password: p\n").as_deref(),
+            Some("Basic dTpw")
+        );
+        assert_eq!(
+            header("authorization:\n  credentials: t\n").as_deref(),
+            Some("Bearer t")
+        );
+        assert_eq!(
+            header("authorization:\n  type: Token\n  credentials: t\n").as_deref(),
+            Some("Token t")
+        );
+        assert_eq!(header("bearer_token: b\n").as_deref(), Some("Bearer b"));
+        assert_eq!(header("follow_redirects: true\n"), None);
+    }
 
     fn alert(pairs: &[(&str, &str)], resolved: bool) -> Alert {
         let now = Utc::now();
