@@ -1437,8 +1437,13 @@ fn cf<'a>(db: &'a DB, name: &str) -> Result<&'a rocksdb::ColumnFamily, StorageEr
     })
 }
 
-/// Decompressed chunk and block data kept for reads (filled only by reads).
-const READ_CACHE_BYTES: usize = 48 << 20;
+/// Decompressed chunk and block data kept for reads (filled only by reads,
+/// so small installations never reach it). At 100,000 series a query over
+/// every series reads about 100 MB of chunk blocks: with 48 MiB each such
+/// query went back to the files (page-cache copies and block checksums),
+/// with 256 MiB it takes half the time (1.33 s to 0.70 s for
+/// `count({job="bench"})`, resident memory 360 to 425 MB).
+const READ_CACHE_BYTES: usize = 256 << 20;
 
 fn open_db(dir: &Path, cutoff: Arc<AtomicI64>) -> Result<DB, StorageError> {
     let mut db_opts = Options::default();
