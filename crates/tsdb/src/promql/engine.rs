@@ -288,10 +288,11 @@ fn visible_labels(labels: &Labels, drop: bool) -> impl Iterator<Item = (&String,
         .filter(move |(k, _)| !(drop && is_name_label(k)))
 }
 
-/// A hash of label pairs for [`LabelIndex`] (collisions are resolved by
-/// comparing the labels).
+/// A hash of label pairs: Prometheus' label hash (xxh64 of `name 0xff
+/// value 0xff ...`) over the pairs given, for [`LabelIndex`] (collisions
+/// are resolved by comparing the labels) and [`label_hash`].
 pub(crate) fn hash_labels<'a>(pairs: impl Iterator<Item = (&'a String, &'a String)>) -> u64 {
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    let mut h = xxhash_rust::xxh64::Xxh64::new(0);
     for (k, v) in pairs {
         h.update(k.as_bytes());
         h.update(&[0xff]);
@@ -1212,14 +1213,7 @@ impl<'g> Groups<'g> {
 
 /// A stable hash of a label set (xxh64 of `name 0xff value 0xff ...`).
 pub fn label_hash(labels: &Labels) -> u64 {
-    let mut h = xxhash_rust::xxh64::Xxh64::new(0);
-    for (k, v) in labels {
-        h.update(k.as_bytes());
-        h.update(&[0xff]);
-        h.update(v.as_bytes());
-        h.update(&[0xff]);
-    }
-    h.digest()
+    hash_labels(labels.iter())
 }
 
 /// Orders for topk (largest first) or bottomk (smallest first); NaN last.
