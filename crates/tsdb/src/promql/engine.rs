@@ -59,6 +59,8 @@ pub struct Engine {
 /// Prometheus' message when a query exceeds `--query.max-samples`.
 pub const TOO_MANY_SAMPLES: &str =
     "query processing would load too many samples into memory in query execution";
+/// Prometheus' message when one step yields two elements with one label set.
+pub(crate) const DUPLICATE_LABELSET: &str = "vector cannot contain metrics with the same labelset";
 /// Prometheus' message when a query exceeds its timeout.
 pub const TIMED_OUT: &str = "query timed out in expression evaluation";
 /// Prometheus' message when a query is canceled.
@@ -118,9 +120,7 @@ impl Engine {
                         drop_name(&mut labels);
                     }
                     if !seen.insert(labels.clone()) {
-                        return Err(Error::Execution(
-                            "vector cannot contain metrics with the same labelset".into(),
-                        ));
+                        return Err(Error::Execution(DUPLICATE_LABELSET.into()));
                     }
                     out.push(Series {
                         labels,
@@ -194,9 +194,7 @@ impl Engine {
                 .map(|p| p.0)
                 .max(series.histograms.last().map(|p| p.0));
             if last == Some(t) {
-                return Err(Error::Execution(
-                    "vector cannot contain metrics with the same labelset".into(),
-                ));
+                return Err(Error::Execution(DUPLICATE_LABELSET.into()));
             }
             match h {
                 Some(h) => series.histograms.push((t, h)),
@@ -262,9 +260,7 @@ fn finish_vector(v: Vec<El>) -> Result<Vec<Sample>, Error> {
         }
         let hash = hash_labels(labels.iter());
         if index.find(hash, |i| out[i].labels == labels).is_some() {
-            return Err(Error::Execution(
-                "vector cannot contain metrics with the same labelset".into(),
-            ));
+            return Err(Error::Execution(DUPLICATE_LABELSET.into()));
         }
         index.insert(hash, out.len());
         out.push(Sample {

@@ -727,7 +727,7 @@ fn check_unique(v: &[El]) -> Result<(), Error> {
     let mut seen = std::collections::HashSet::with_capacity(v.len());
     for el in v {
         if !seen.insert(&el.labels) {
-            return exec("vector cannot contain metrics with the same labelset");
+            return exec(super::engine::DUPLICATE_LABELSET);
         }
     }
     Ok(())
