@@ -15,6 +15,16 @@ pub struct Lucia {
     pub addr: String,
 }
 
+/// True when the Debian-packaged `binary` (prometheus, promtool…) runs;
+/// otherwise prints why the caller skips its comparison.
+pub fn installed(binary: &str) -> bool {
+    let ok = Command::new(binary).arg("--version").output().is_ok();
+    if !ok {
+        eprintln!("SKIP: {binary} is not installed (scripts/install-test-deps.sh installs it)");
+    }
+    ok
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{Lucia, free_port, prom_query};
+use crate::harness::{Lucia, free_port, installed, prom_query};
 
 struct Child(std::process::Child);
 
@@ -63,12 +63,7 @@ async fn matrix(client: &reqwest::Client, addr: &str, query: &str, time: f64) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_remote_write_is_stored_completely() {
-    if Command::new("prometheus")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("SKIP: prometheus is not installed (scripts/install-test-deps.sh installs it)");
+    if !installed("prometheus") {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");

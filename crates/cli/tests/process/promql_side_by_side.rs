@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use lucia_proto::prometheus::{Label, Sample, TimeSeries, WriteRequest};
 use prost::Message as _;
 
-use crate::harness::{Lucia, free_port};
+use crate::harness::{Lucia, free_port, installed};
 
 /// Queries whose answers differ between Prometheus 2.42 and Lucia for a
 /// documented reason: (query, reason).
@@ -799,12 +799,7 @@ async fn send(client: &reqwest::Client, addr: &str, body: &[u8]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promql_answers_match_prometheus_2_42() {
-    if Command::new("prometheus")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("SKIP: prometheus is not installed (scripts/install-test-deps.sh installs it)");
+    if !installed("prometheus") {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");

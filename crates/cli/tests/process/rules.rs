@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use crate::harness::{Lucia, free_port, prom_query};
+use crate::harness::{Lucia, free_port, installed, prom_query};
 
 fn testdata(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -26,12 +26,7 @@ fn run(program: &str, args: &[&str], dir: &Path) -> Option<Output> {
 #[test]
 fn rule_unit_tests_agree_with_promtool() {
     let dir = testdata("");
-    let promtool = Command::new("promtool").arg("--version").output().is_ok();
-    if !promtool {
-        eprintln!(
-            "SKIPPED promtool comparison: promtool is not installed (scripts/install-test-deps.sh installs it)"
-        );
-    }
+    let promtool = installed("promtool");
     // (file, expected verdict)
     for (file, passes) in [
         ("pass.yml", true),
