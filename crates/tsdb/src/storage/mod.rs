@@ -190,6 +190,42 @@ struct MemSeries {
     chunk: XorAppender,
     /// Accepted out-of-order samples, sorted by time.
     ooo: Vec<(i64, f64)>,
+    /// Chunks cut from this series since its block was last compacted. They
+    /// are in the `chunks` family too; keeping them here (as Prometheus'
+    /// head keeps its chunks) lets queries over recent data skip rocksdb.
+    cut: Vec<MemChunk>,
+}
+
+/// A cut chunk held in memory until its block is compacted.
+struct MemChunk {
+    mint: i64,
+    maxt: i64,
+    encoding: ChunkEncoding,
+    payload: Box<[u8]>,
+}
+
+impl MemChunk {
+    fn overlaps(&self, start: i64, end: i64) -> bool {
+        self.mint <= end && self.maxt >= start
+    }
+
+    fn decode_into(&self, out: &mut Vec<(i64, f64)>) -> Result<(), StorageError> {
+        decode_payload(self.encoding, &self.payload, out)
+    }
+}
+
+fn decode_payload(
+    encoding: ChunkEncoding,
+    payload: &[u8],
+    out: &mut Vec<(i64, f64)>,
+) -> Result<(), StorageError> {
+    match encoding {
+        ChunkEncoding::Xor => out.extend(XorIter::new(payload)),
+        ChunkEncoding::Columnar => {
+            out.extend(columnar::decode(payload).ok_or(StorageError::Corrupt { what: "chunk" })?)
+        }
+    }
+    Ok(())
 }
 
 impl MemSeries {
@@ -199,7 +235,27 @@ impl MemSeries {
             max_t: i64::MIN,
             chunk: XorAppender::new(),
             ooo: Vec::new(),
+            cut: Vec::new(),
         }
+    }
+
+    /// Keeps a chunk just written to the `chunks` family (unless the same
+    /// span is held already: WAL replay cuts again what may have reached
+    /// rocksdb before a crash).
+    fn keep_cut(&mut self, mint: i64, maxt: i64, encoding: ChunkEncoding, payload: &[u8]) {
+        if self.cut.iter().any(|c| c.mint == mint && c.maxt == maxt) {
+            return;
+        }
+        let at = self.cut.partition_point(|c| c.mint <= mint);
+        self.cut.insert(
+            at,
+            MemChunk {
+                mint,
+                maxt,
+                encoding,
+                payload: payload.into(),
+            },
+        );
     }
 }
 
@@ -312,13 +368,7 @@ impl ChunkReader<'_> {
                     return Err(StorageError::Corrupt { what: "chunk" });
                 };
                 if mint <= end && maxt >= start {
-                    match encoding {
-                        ChunkEncoding::Xor => out.extend(XorIter::new(payload)),
-                        ChunkEncoding::Columnar => out.extend(
-                            columnar::decode(payload)
-                                .ok_or(StorageError::Corrupt { what: "chunk" })?,
-                        ),
-                    }
+                    decode_payload(encoding, payload, out)?;
                     if let Some(keys_out) = keys_out.as_deref_mut() {
                         keys_out.push((*name, k.to_vec()));
                     }
@@ -493,6 +543,8 @@ impl Storage {
             return Err(e);
         }
         self.write(batch)?;
+        let mut head = head;
+        self.load_cut_chunks(&mut head)?;
         self.next_id.store(max_id, Ordering::Relaxed);
         self.max_t.store(max_t, Ordering::Relaxed);
         self.metrics.head_series.set(head.series.len() as i64);
@@ -512,6 +564,44 @@ impl Storage {
             );
         }
         Ok(Arc::new(self))
+    }
+
+    /// Puts every chunk of the `chunks` family that is not compacted yet
+    /// back into the head: after a restart, as before it, the head holds
+    /// all of them, so reads at or after the compaction boundary never need
+    /// rocksdb.
+    fn load_cut_chunks(&self, head: &mut Head) -> Result<(), StorageError> {
+        let min_valid = self.min_valid_t.load(Ordering::Relaxed);
+        let mut it = self.db.raw_iterator_cf(self.cf(keys::CF_CHUNKS)?);
+        it.seek_to_first();
+        while it.valid() {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                break;
+            };
+            let (Some(id), Some(maxt)) = (keys::id_from(k), k.get(8..).and_then(keys::unsortable))
+            else {
+                return Err(StorageError::Corrupt { what: "chunk key" });
+            };
+            if maxt >= min_valid {
+                let Some((encoding, mint, payload)) = keys::decode_chunk_value(v) else {
+                    return Err(StorageError::Corrupt { what: "chunk" });
+                };
+                if !head.series.contains_key(&id) {
+                    // A series the checkpoint left out (no open chunk).
+                    if let Some(hash) = self.hash_of(id)? {
+                        head.by_hash.insert(hash, id);
+                        head.series.insert(id, MemSeries::new(hash));
+                    }
+                }
+                if let Some(s) = head.series.get_mut(&id) {
+                    s.max_t = s.max_t.max(maxt);
+                    s.keep_cut(mint, maxt, encoding, payload);
+                }
+            }
+            it.next();
+        }
+        it.status().map_err(db_err(&self.db_dir()))?;
+        Ok(())
     }
 
     /// The label hash of series `id`, from the index.
@@ -663,6 +753,7 @@ impl Storage {
                 }
                 for (mint, maxt, enc, bytes) in cut {
                     self.put_chunk(&mut idx, id, mint, maxt, enc, &bytes);
+                    series.keep_cut(mint, maxt, enc, &bytes);
                 }
             }
             if !new_series.is_empty() {
@@ -730,6 +821,16 @@ impl Storage {
             }
         }
         let mut found = Vec::new();
+        for c in series.cut.iter().filter(|c| c.overlaps(t, t)) {
+            c.decode_into(&mut found)?;
+        }
+        if let Some(x) = found.iter().rev().find(|x| x.0 == t) {
+            return Ok(Some(x.1.to_bits()));
+        }
+        // Everything at or after the compaction boundary is in the head.
+        if t >= self.min_valid_t.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
         let locality = self.locality_of(id)?;
         self.read_chunks(id, locality, t, t, &mut found, None)?;
         Ok(found.iter().rev().find(|x| x.0 == t).map(|x| x.1.to_bits()))
@@ -861,7 +962,13 @@ impl Storage {
                         self.put_chunk(&mut batch, *id, mint, maxt, ChunkEncoding::Xor, &payload);
                     }
                 }
-                if s.chunk.count() == 0 && s.ooo.is_empty() && s.max_t < upto - self.block_ms {
+                // Compacted below; reads before `upto` go to rocksdb.
+                s.cut.retain(|c| c.maxt >= upto);
+                if s.chunk.count() == 0
+                    && s.ooo.is_empty()
+                    && s.cut.is_empty()
+                    && s.max_t < upto - self.block_ms
+                {
                     idle.push(*id);
                 }
             }
@@ -972,6 +1079,9 @@ impl Storage {
         self.retention_cutoff.store(cutoff, Ordering::Relaxed);
         // Samples before the cutoff are also refused.
         self.min_valid_t.fetch_max(cutoff, Ordering::Relaxed);
+        for s in self.head.lock().series.values_mut() {
+            s.cut.retain(|c| c.maxt >= cutoff);
+        }
         for name in [keys::CF_CHUNKS, keys::CF_BLOCKS] {
             self.db
                 .compact_range_cf(self.cf(name)?, None::<&[u8]>, None::<&[u8]>);
@@ -1223,16 +1333,21 @@ impl Storage {
         end: i64,
     ) -> Result<Vec<IdSamples>, StorageError> {
         let start = start.max(self.retention_cutoff.load(Ordering::Relaxed));
-        // Copy the head's part first: a chunk cut after this copy is then
-        // read twice (merged), never missed.
+        // Copy the head's part first, and read the compaction boundary with
+        // it: the head holds every chunk at or after the boundary, so
+        // rocksdb is read only before it. A chunk compacted after this copy
+        // is then read twice (merged), never missed.
         let mut from_head: HashMap<u64, Vec<(i64, f64)>> = HashMap::new();
-        {
+        let boundary = {
             let head = self.head.lock();
             for (id, _) in ids {
                 let Some(s) = head.series.get(id) else {
                     continue;
                 };
                 let mut v = Vec::new();
+                for c in s.cut.iter().filter(|c| c.overlaps(start, end)) {
+                    c.decode_into(&mut v)?;
+                }
                 if s.chunk.count() > 0 && s.chunk.max_time() >= start && s.chunk.min_time() <= end {
                     v.extend(XorIter::new(s.chunk.bytes()));
                 }
@@ -1241,14 +1356,26 @@ impl Storage {
                     from_head.insert(*id, v);
                 }
             }
-        }
+            self.min_valid_t.load(Ordering::Relaxed)
+        };
         let mut out = Vec::with_capacity(ids.len());
-        let mut reader = self.chunk_reader()?;
+        let mut reader = if start < boundary {
+            Some(self.chunk_reader()?)
+        } else {
+            None
+        };
+        let disk_end = end.min(boundary.saturating_sub(1));
         for (id, locality) in ids {
             let mut samples = Vec::new();
-            reader.read(*id, *locality, start, end, &mut samples, None)?;
+            if let Some(reader) = reader.as_mut() {
+                reader.read(*id, *locality, start, disk_end, &mut samples, None)?;
+            }
             if let Some(h) = from_head.remove(id) {
-                samples.extend(h);
+                if samples.is_empty() {
+                    samples = h;
+                } else {
+                    samples.extend(h);
+                }
             }
             let samples = merge_samples(samples, start, end);
             if !samples.is_empty() {
@@ -1369,15 +1496,21 @@ fn ooo_chunks(samples: &[(i64, f64)], block_ms: i64) -> Vec<(i64, i64, Vec<u8>)>
 /// timestamps (later sources win).
 fn merge_samples(mut samples: Vec<(i64, f64)>, start: i64, end: i64) -> Vec<(i64, f64)> {
     samples.retain(|x| x.0 >= start && x.0 <= end);
-    samples.sort_by_key(|x| x.0);
-    let mut out: Vec<(i64, f64)> = Vec::with_capacity(samples.len());
-    for s in samples {
-        match out.last_mut() {
-            Some(last) if last.0 == s.0 => *last = s,
-            _ => out.push(s),
-        }
+    // One source in order (the common case) needs no sort.
+    if samples.windows(2).all(|w| w[0].0 < w[1].0) {
+        return samples;
     }
-    out
+    samples.sort_by_key(|x| x.0);
+    // `dedup_by` hands (later, kept earlier): the later value wins.
+    samples.dedup_by(|later, kept| {
+        if later.0 == kept.0 {
+            *kept = *later;
+            true
+        } else {
+            false
+        }
+    });
+    samples
 }
 
 /// Label names as Prometheus 2 accepts them; values without NUL (the index
