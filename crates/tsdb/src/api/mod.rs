@@ -396,11 +396,11 @@ async fn query_inner(
     let t = p.time_or("time", now_ms())?;
     let (mut engine, wait) = engine_for(&st, &p)?;
     let text = p.get("query").unwrap_or("").to_string();
-    parse_query_text(&st, &text).map_err(|e| ApiError::invalid_param("query", e))?;
+    let expr = parse_query_text(&st, &text).map_err(|e| ApiError::invalid_param("query", e))?;
     let source = st.backend.source(&tenant);
     let mut value = blocking(wait, move |cancel| {
         engine.cancel = Some(cancel);
-        Ok(engine.instant_query(source.as_ref(), &text, t)?)
+        Ok(engine.instant_query_parsed(source.as_ref(), &expr, &text, t)?)
     })
     .await?;
     let mut warnings = Vec::new();
@@ -450,12 +450,12 @@ async fn query_range_inner(
     }
     let (mut engine, wait) = engine_for(&st, &p)?;
     let text = p.get("query").unwrap_or("").to_string();
-    parse_query_text(&st, &text).map_err(ApiError::BadData)?;
+    let expr = parse_query_text(&st, &text).map_err(ApiError::BadData)?;
     let step_ms = (step_ns / 1_000_000).max(1);
     let source = st.backend.source(&tenant);
     let matrix = blocking(wait, move |cancel| {
         engine.cancel = Some(cancel);
-        Ok(engine.range_query(source.as_ref(), &text, start, end, step_ms)?)
+        Ok(engine.range_query_parsed(source.as_ref(), &expr, &text, start, end, step_ms)?)
     })
     .await?;
     let mut value = Value::Matrix(matrix);

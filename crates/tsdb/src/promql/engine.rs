@@ -104,10 +104,20 @@ impl Engine {
         query: &str,
         t_ms: i64,
     ) -> Result<Value, Error> {
-        let expr = parse(query)?;
-        let mut ev = Evaluator::new(self, source, t_ms, t_ms, 0).with_bounds(&expr);
+        self.instant_query_parsed(source, &parse(query)?, query, t_ms)
+    }
+
+    /// Like [`Engine::instant_query`], for a query the caller has parsed.
+    pub fn instant_query_parsed(
+        &self,
+        source: &dyn SeriesSource,
+        expr: &Expr,
+        query: &str,
+        t_ms: i64,
+    ) -> Result<Value, Error> {
+        let mut ev = Evaluator::new(self, source, t_ms, t_ms, 0).with_bounds(expr);
         ev.invalid_strings = invalid_utf8_literals(query);
-        Ok(match ev.eval(&expr, t_ms)? {
+        Ok(match ev.eval(expr, t_ms)? {
             Val::Scalar(f) => Value::Scalar(f),
             Val::Str(s) => Value::String(s),
             Val::Vector(v) => Value::Vector(finish_vector(v)?),
@@ -143,6 +153,19 @@ impl Engine {
         end_ms: i64,
         step_ms: i64,
     ) -> Result<Vec<Series>, Error> {
+        self.range_query_parsed(source, &parse(query)?, query, start_ms, end_ms, step_ms)
+    }
+
+    /// Like [`Engine::range_query`], for a query the caller has parsed.
+    pub fn range_query_parsed(
+        &self,
+        source: &dyn SeriesSource,
+        expr: &Expr,
+        query: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+    ) -> Result<Vec<Series>, Error> {
         if step_ms <= 0 {
             return Err(Error::Parse(
                 "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
@@ -158,7 +181,6 @@ impl Engine {
                 "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)".into(),
             ));
         }
-        let expr = parse(query)?;
         let vt = expr.value_type();
         if !matches!(vt, ValueType::Vector | ValueType::Scalar) {
             return Err(Error::Parse(format!(
@@ -166,7 +188,7 @@ impl Engine {
                 type_name(vt)
             )));
         }
-        let mut ev = Evaluator::new(self, source, start_ms, end_ms, step_ms).with_bounds(&expr);
+        let mut ev = Evaluator::new(self, source, start_ms, end_ms, step_ms).with_bounds(expr);
         ev.invalid_strings = invalid_utf8_literals(query);
         // Output series found by a hash of their visible labels, so that a
         // step neither clones nor rebuilds a label set it has seen before.
@@ -209,7 +231,7 @@ impl Engine {
         while t <= end_ms {
             ev.check_deadline()?;
             ev.samples.set(held);
-            match ev.eval(&expr, t)? {
+            match ev.eval(expr, t)? {
                 Val::Scalar(f) => {
                     held = held.saturating_add(1);
                     push(&Labels::new(), false, t, f, None)?
@@ -461,7 +483,10 @@ pub(crate) struct Evaluator<'a> {
     /// String literals that are invalid UTF-8 in Go (see
     /// [`invalid_utf8_literals`]).
     pub(crate) invalid_strings: HashMap<String, String>,
+    /// Fetched series by matchers, shared by equal selectors.
     cache: RefCell<HashMap<String, Rc<Vec<Fetched>>>>,
+    /// Fetched series by the selector's address in the query's syntax tree.
+    by_selector: RefCell<HashMap<usize, Rc<Vec<Fetched>>>>,
 }
 
 /// A series read from the source, its labels shared by every element the
@@ -517,6 +542,7 @@ impl<'a> Evaluator<'a> {
             start,
             end,
             cache: RefCell::new(HashMap::new()),
+            by_selector: RefCell::new(HashMap::new()),
         }
     }
 
@@ -606,6 +632,18 @@ impl<'a> Evaluator<'a> {
     }
 
     fn fetch(&self, vs: &VectorSelector) -> Result<Rc<Vec<Fetched>>, Error> {
+        // A range query evaluates each selector once per step: find it by
+        // its place in the syntax tree before building matchers and a key.
+        let place = std::ptr::from_ref(vs) as usize;
+        if let Some(hit) = self.by_selector.borrow().get(&place) {
+            return Ok(hit.clone());
+        }
+        let series = self.fetch_uncached(vs)?;
+        self.by_selector.borrow_mut().insert(place, series.clone());
+        Ok(series)
+    }
+
+    fn fetch_uncached(&self, vs: &VectorSelector) -> Result<Rc<Vec<Fetched>>, Error> {
         let mut matchers = convert_matchers(&vs.matchers)?;
         if let Some(name) = &vs.name {
             matchers.push(LabelMatcher::new(METRIC_NAME, MatchOp::Equal, name)?);
@@ -715,10 +753,30 @@ impl<'a> Evaluator<'a> {
         vs: &VectorSelector,
         t: i64,
     ) -> Result<Vec<(El, i64)>, Error> {
-        let te = self.effective_time(&vs.at, &vs.offset, t);
         let series = self.fetch(vs)?;
+        self.instant_elements(&series, vs, t)
+    }
+
+    /// Like `select_vector_ts`, for a selector built during evaluation
+    /// (its address says nothing about its matchers).
+    pub(crate) fn select_transient_ts(
+        &self,
+        vs: &VectorSelector,
+        t: i64,
+    ) -> Result<Vec<(El, i64)>, Error> {
+        let series = self.fetch_uncached(vs)?;
+        self.instant_elements(&series, vs, t)
+    }
+
+    fn instant_elements(
+        &self,
+        series: &[Fetched],
+        vs: &VectorSelector,
+        t: i64,
+    ) -> Result<Vec<(El, i64)>, Error> {
+        let te = self.effective_time(&vs.at, &vs.offset, t);
         let mut out = Vec::new();
-        for s in series.iter() {
+        for s in series {
             let idx = s.samples.partition_point(|p| p.0 <= te);
             let hidx = s.histograms.partition_point(|p| p.0 <= te);
             let float = idx.checked_sub(1).map(|i| s.samples[i]);

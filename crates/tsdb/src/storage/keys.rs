@@ -125,15 +125,6 @@ pub fn postings_key(tenant: &str, name: &str, value: &str, id: u64) -> Vec<u8> {
     k
 }
 
-/// Splits the rest of a postings key after `tenant \0 name \0` into the
-/// value and the series id.
-pub fn split_postings_rest(rest: &[u8]) -> Option<(&str, u64)> {
-    let nul = rest.iter().position(|&b| b == 0)?;
-    let value = std::str::from_utf8(&rest[..nul]).ok()?;
-    let id = id_from(rest.get(nul + 1..)?)?;
-    Some((value, id))
-}
-
 pub fn chunk_key(id: u64, maxt: i64, seq: u32) -> [u8; 20] {
     let mut k = [0u8; 20];
     k[..8].copy_from_slice(&id.to_be_bytes());
@@ -220,8 +211,8 @@ mod tests {
         );
         assert_ne!(series_hash("t1", &labels), series_hash("t2", &labels));
         let k = postings_key("t", "job", "api", 7);
-        let prefix = postings_prefix("t", "job", None);
-        assert_eq!(split_postings_rest(&k[prefix.len()..]), Some(("api", 7)));
+        let prefix = postings_prefix("t", "job", Some("api"));
+        assert_eq!(id_from(&k[prefix.len()..]), Some(7));
         assert!(chunk_key(1, -10, 0) < chunk_key(1, 5, 0));
         assert!(chunk_key(1, i64::MAX, 0) < chunk_key(2, i64::MIN, 0));
         let v = encode_chunk_value(ChunkEncoding::Xor, -3, b"xy");

@@ -26,6 +26,7 @@
 
 mod columnar;
 mod keys;
+mod postings;
 mod records;
 mod varint;
 mod xor;
@@ -37,7 +38,7 @@ use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use lucia_common::wal::{self, FsyncPolicy, Wal, WalMetrics};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use rocksdb::{ColumnFamilyDescriptor, DB, Options, WriteBatch, WriteOptions};
@@ -286,6 +287,8 @@ impl Rejection {
 pub struct Storage {
     db: DB,
     head: Mutex<Head>,
+    /// The `postings` family in memory (see [`postings`]).
+    postings: RwLock<postings::MemPostings>,
     /// Set once replay is done.
     wal: std::sync::OnceLock<Wal>,
     wal_dir: PathBuf,
@@ -405,9 +408,11 @@ impl Storage {
         };
         let next_id = read_i64(keys::META_NEXT_ID)?.unwrap_or(1).max(1) as u64;
         let min_valid_t = read_i64(keys::META_MIN_VALID)?.unwrap_or(i64::MIN);
+        let postings = load_postings(&db, &db_dir)?;
         let storage = Self {
             db,
             head: Mutex::new(Head::default()),
+            postings: RwLock::new(postings),
             wal: std::sync::OnceLock::new(),
             wal_dir: wal_dir.clone(),
             block_ms,
@@ -637,6 +642,9 @@ impl Storage {
             keys::lookup_key(tenant, hash),
             id.to_be_bytes(),
         );
+        // Visible to queries before the batch lands: they skip ids whose
+        // series entry they cannot read yet.
+        self.postings.write().add(tenant, labels, id);
         Ok(())
     }
 
@@ -1115,6 +1123,7 @@ impl Storage {
                 .map_or(0, |(tenant, labels)| keys::locality(tenant, labels));
             if !in_head && !chunks.holds_any(id, locality, cutoff) {
                 if let Some((tenant, labels)) = decoded {
+                    self.postings.write().remove(&tenant, &labels, id);
                     batch.delete_cf(postings, keys::postings_key(&tenant, "", "", id));
                     for (name, value) in &labels {
                         batch.delete_cf(postings, keys::postings_key(&tenant, name, value, id));
@@ -1224,86 +1233,9 @@ impl Storage {
         })
     }
 
-    /// Series ids of `tenant` that match every matcher.
-    fn match_ids(&self, tenant: &str, matchers: &[LabelMatcher]) -> Result<Vec<u64>, StorageError> {
-        let postings = self.cf(keys::CF_POSTINGS)?;
-        let mut result: Option<BTreeSet<u64>> = None;
-        // Matchers that select by value come first: they narrow fastest.
-        let mut ordered: Vec<&LabelMatcher> = matchers.iter().collect();
-        ordered.sort_by_key(|m| m.matches_value(""));
-        for m in ordered {
-            let matches_empty = m.matches_value("");
-            let mut set = BTreeSet::new();
-            let prefix = keys::postings_prefix(tenant, &m.name, None);
-            let mut it = self.db.raw_iterator_cf(postings);
-            if m.op == promql::MatchOp::Equal && !matches_empty {
-                let exact = keys::postings_prefix(tenant, &m.name, Some(&m.value));
-                it.seek(&exact);
-                while it.valid() {
-                    let Some(k) = it.key() else { break };
-                    if !k.starts_with(&exact) {
-                        break;
-                    }
-                    if let Some(id) = keys::id_from(&k[exact.len()..]) {
-                        set.insert(id);
-                    }
-                    it.next();
-                }
-            } else {
-                // Every value of the label: keep the matching (or, for a
-                // matcher that matches the empty value, the non-matching).
-                it.seek(&prefix);
-                while it.valid() {
-                    let Some(k) = it.key() else { break };
-                    if !k.starts_with(&prefix) {
-                        break;
-                    }
-                    if let Some((value, id)) = keys::split_postings_rest(&k[prefix.len()..])
-                        && m.matches_value(value) != matches_empty
-                    {
-                        set.insert(id);
-                    }
-                    it.next();
-                }
-                if matches_empty {
-                    let all = match &result {
-                        Some(r) => r.clone(),
-                        None => self.all_ids(tenant)?,
-                    };
-                    set = all.difference(&set).copied().collect();
-                }
-            }
-            result = Some(match result {
-                None => set,
-                Some(r) => r.intersection(&set).copied().collect(),
-            });
-            if result.as_ref().is_some_and(BTreeSet::is_empty) {
-                break;
-            }
-        }
-        Ok(match result {
-            Some(r) => r.into_iter().collect(),
-            None => self.all_ids(tenant)?.into_iter().collect(),
-        })
-    }
-
-    fn all_ids(&self, tenant: &str) -> Result<BTreeSet<u64>, StorageError> {
-        let postings = self.cf(keys::CF_POSTINGS)?;
-        let prefix = keys::postings_prefix(tenant, "", Some(""));
-        let mut it = self.db.raw_iterator_cf(postings);
-        it.seek(&prefix);
-        let mut out = BTreeSet::new();
-        while it.valid() {
-            let Some(k) = it.key() else { break };
-            if !k.starts_with(&prefix) {
-                break;
-            }
-            if let Some(id) = keys::id_from(&k[prefix.len()..]) {
-                out.insert(id);
-            }
-            it.next();
-        }
-        Ok(out)
+    /// Series ids of `tenant` that match every matcher, sorted.
+    fn match_ids(&self, tenant: &str, matchers: &[LabelMatcher]) -> Vec<u64> {
+        self.postings.read().select(tenant, matchers)
     }
 
     /// Label sets of `ids` (in order; `None` for an id not in the index).
@@ -1564,6 +1496,25 @@ fn dir_size(path: &Path) -> u64 {
         .sum()
 }
 
+/// The postings index in memory, from every entry of the `series` family.
+fn load_postings(db: &DB, dir: &Path) -> Result<postings::MemPostings, StorageError> {
+    let mut out = postings::MemPostings::default();
+    let mut it = db.raw_iterator_cf(cf(db, keys::CF_SERIES)?);
+    it.seek_to_first();
+    while it.valid() {
+        let (Some(k), Some(v)) = (it.key(), it.value()) else {
+            break;
+        };
+        let (Some(id), Some((tenant, labels))) = (keys::id_from(k), keys::decode_series(v)) else {
+            return Err(StorageError::Corrupt { what: "series" });
+        };
+        out.add(&tenant, &labels, id);
+        it.next();
+    }
+    it.status().map_err(db_err(dir))?;
+    Ok(out)
+}
+
 fn cf<'a>(db: &'a DB, name: &str) -> Result<&'a rocksdb::ColumnFamily, StorageError> {
     db.cf_handle(name).ok_or(StorageError::Corrupt {
         what: "column family list",
@@ -1692,10 +1643,7 @@ impl SeriesSource for TenantReader {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Vec<RawSeries>, promql::Error> {
-        let ids = self
-            .storage
-            .match_ids(&self.tenant, matchers)
-            .map_err(source_err)?;
+        let ids = self.storage.match_ids(&self.tenant, matchers);
         // Label sets first: they give each series' locality.
         let labels = self.storage.labels_of_many(&ids).map_err(source_err)?;
         let mut known: HashMap<u64, Labels> = HashMap::with_capacity(ids.len());
