@@ -10,7 +10,7 @@
 //! onto `__name__` clear the flag).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -123,7 +123,7 @@ impl Engine {
             Val::Vector(v) => Value::Vector(finish_vector(v)?),
             Val::Matrix(m) => {
                 let mut out: Vec<Series> = Vec::with_capacity(m.series.len());
-                let mut seen = std::collections::HashSet::new();
+                let mut seen = HashSet::new();
                 for s in m.series {
                     let mut labels = Arc::unwrap_or_clone(s.labels);
                     if s.drop {
@@ -487,6 +487,13 @@ pub(crate) struct Evaluator<'a> {
     cache: RefCell<HashMap<String, Rc<Vec<Fetched>>>>,
     /// Fetched series by the selector's address in the query's syntax tree.
     by_selector: RefCell<HashMap<usize, Rc<Vec<Fetched>>>>,
+    /// The addresses of the query's own selectors (see `fetch`).
+    query_selectors: HashSet<usize>,
+}
+
+/// A selector's address, which names it while its syntax tree lives.
+fn selector_place(vs: &VectorSelector) -> usize {
+    std::ptr::from_ref(vs) as usize
 }
 
 /// A series read from the source, its labels shared by every element the
@@ -543,6 +550,7 @@ impl<'a> Evaluator<'a> {
             end,
             cache: RefCell::new(HashMap::new()),
             by_selector: RefCell::new(HashMap::new()),
+            query_selectors: HashSet::new(),
         }
     }
 
@@ -550,7 +558,9 @@ impl<'a> Evaluator<'a> {
     /// of what they can look at when evaluated from `start` to `end`.
     fn with_bounds(mut self, expr: &Expr) -> Self {
         let mut b = (i64::MAX, i64::MIN);
-        self.walk_bounds(expr, self.start, self.end, &mut b);
+        let mut places = HashSet::new();
+        self.walk_bounds(expr, self.start, self.end, &mut b, &mut places);
+        self.query_selectors = places;
         if b.0 <= b.1 {
             self.bounds = b;
         }
@@ -576,39 +586,54 @@ impl<'a> Evaluator<'a> {
         }
     }
 
-    fn walk_bounds(&self, expr: &Expr, s: i64, e: i64, b: &mut (i64, i64)) {
+    fn walk_bounds(
+        &self,
+        expr: &Expr,
+        s: i64,
+        e: i64,
+        b: &mut (i64, i64),
+        places: &mut HashSet<usize>,
+    ) {
         let mut widen = |lo: i64, hi: i64| {
             b.0 = b.0.min(lo);
             b.1 = b.1.max(hi);
         };
         match expr {
             Expr::VectorSelector(vs) => {
+                places.insert(selector_place(vs));
                 let (lo, hi) = self.at_range(&vs.at, &vs.offset, s, e);
                 widen(lo.saturating_sub(self.lookback), hi);
             }
             Expr::MatrixSelector(ms) => {
+                places.insert(selector_place(&ms.vs));
                 let (lo, hi) = self.at_range(&ms.vs.at, &ms.vs.offset, s, e);
                 widen(lo.saturating_sub(duration_ms(&ms.range)), hi);
             }
             Expr::Subquery(sq) => {
                 let (lo, hi) = self.at_range(&sq.at, &sq.offset, s, e);
-                self.walk_bounds(&sq.expr, lo.saturating_sub(duration_ms(&sq.range)), hi, b);
+                self.walk_bounds(
+                    &sq.expr,
+                    lo.saturating_sub(duration_ms(&sq.range)),
+                    hi,
+                    b,
+                    places,
+                );
             }
             Expr::Aggregate(a) => {
-                self.walk_bounds(&a.expr, s, e, b);
+                self.walk_bounds(&a.expr, s, e, b, places);
                 if let Some(p) = &a.param {
-                    self.walk_bounds(p, s, e, b);
+                    self.walk_bounds(p, s, e, b, places);
                 }
             }
-            Expr::Unary(u) => self.walk_bounds(&u.expr, s, e, b),
-            Expr::Paren(p) => self.walk_bounds(&p.expr, s, e, b),
+            Expr::Unary(u) => self.walk_bounds(&u.expr, s, e, b, places),
+            Expr::Paren(p) => self.walk_bounds(&p.expr, s, e, b, places),
             Expr::Binary(x) => {
-                self.walk_bounds(&x.lhs, s, e, b);
-                self.walk_bounds(&x.rhs, s, e, b);
+                self.walk_bounds(&x.lhs, s, e, b, places);
+                self.walk_bounds(&x.rhs, s, e, b, places);
             }
             Expr::Call(c) => {
                 for a in &c.args.args {
-                    self.walk_bounds(a, s, e, b);
+                    self.walk_bounds(a, s, e, b, places);
                 }
             }
             Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
@@ -634,16 +659,21 @@ impl<'a> Evaluator<'a> {
     fn fetch(&self, vs: &VectorSelector) -> Result<Rc<Vec<Fetched>>, Error> {
         // A range query evaluates each selector once per step: find it by
         // its place in the syntax tree before building matchers and a key.
-        let place = std::ptr::from_ref(vs) as usize;
+        // Only the query's own selectors are found so: one built during
+        // evaluation (`info()`) may reuse a freed address.
+        let place = selector_place(vs);
+        if !self.query_selectors.contains(&place) {
+            return self.fetch_by_matchers(vs);
+        }
         if let Some(hit) = self.by_selector.borrow().get(&place) {
             return Ok(hit.clone());
         }
-        let series = self.fetch_uncached(vs)?;
+        let series = self.fetch_by_matchers(vs)?;
         self.by_selector.borrow_mut().insert(place, series.clone());
         Ok(series)
     }
 
-    fn fetch_uncached(&self, vs: &VectorSelector) -> Result<Rc<Vec<Fetched>>, Error> {
+    fn fetch_by_matchers(&self, vs: &VectorSelector) -> Result<Rc<Vec<Fetched>>, Error> {
         let mut matchers = convert_matchers(&vs.matchers)?;
         if let Some(name) = &vs.name {
             matchers.push(LabelMatcher::new(METRIC_NAME, MatchOp::Equal, name)?);
@@ -753,30 +783,10 @@ impl<'a> Evaluator<'a> {
         vs: &VectorSelector,
         t: i64,
     ) -> Result<Vec<(El, i64)>, Error> {
-        let series = self.fetch(vs)?;
-        self.instant_elements(&series, vs, t)
-    }
-
-    /// Like `select_vector_ts`, for a selector built during evaluation
-    /// (its address says nothing about its matchers).
-    pub(crate) fn select_transient_ts(
-        &self,
-        vs: &VectorSelector,
-        t: i64,
-    ) -> Result<Vec<(El, i64)>, Error> {
-        let series = self.fetch_uncached(vs)?;
-        self.instant_elements(&series, vs, t)
-    }
-
-    fn instant_elements(
-        &self,
-        series: &[Fetched],
-        vs: &VectorSelector,
-        t: i64,
-    ) -> Result<Vec<(El, i64)>, Error> {
         let te = self.effective_time(&vs.at, &vs.offset, t);
+        let series = self.fetch(vs)?;
         let mut out = Vec::new();
-        for s in series {
+        for s in series.iter() {
             let idx = s.samples.partition_point(|p| p.0 <= te);
             let hidx = s.histograms.partition_point(|p| p.0 <= te);
             let float = idx.checked_sub(1).map(|i| s.samples[i]);

@@ -669,7 +669,7 @@ fn info(ev: &Evaluator<'_>, args: &Args, t: i64) -> Result<Val, Error> {
     let mut all = name_matchers.clone();
     all.extend(data_matchers.iter().cloned());
     let selector = VectorSelector::new(None, Matchers::new(all));
-    let infos = ev.select_transient_ts(&selector, info_time(ev, arg(args, 0)?, t))?;
+    let infos = ev.select_vector_ts(&selector, info_time(ev, arg(args, 0)?, t))?;
     let requires_match = data_matchers.iter().any(|m| !m.is_match(""));
     let mut out = Vec::with_capacity(base.len());
     for mut el in base {
