@@ -190,40 +190,8 @@ impl Engine {
         }
         let mut ev = Evaluator::new(self, source, start_ms, end_ms, step_ms).with_bounds(expr);
         ev.invalid_strings = invalid_utf8_literals(query);
-        // Output series found by a hash of their visible labels, so that a
-        // step neither clones nor rebuilds a label set it has seen before.
-        let mut index = LabelIndex::default();
-        let mut out: Vec<Series> = Vec::new();
-        let mut push = |labels: &Labels, drop: bool, t: i64, f: f64, h: Option<FloatHistogram>| {
-            let visible = || visible_labels(labels, drop);
-            let hash = hash_labels(visible());
-            let i = match index.find(hash, |i| out[i].labels.iter().eq(visible())) {
-                Some(i) => i,
-                None => {
-                    out.push(Series {
-                        labels: visible().map(|(k, v)| (k.clone(), v.clone())).collect(),
-                        points: Vec::new(),
-                        histograms: Vec::new(),
-                    });
-                    index.insert(hash, out.len() - 1);
-                    out.len() - 1
-                }
-            };
-            let series = &mut out[i];
-            let last = series
-                .points
-                .last()
-                .map(|p| p.0)
-                .max(series.histograms.last().map(|p| p.0));
-            if last == Some(t) {
-                return Err(Error::Execution(DUPLICATE_LABELSET.into()));
-            }
-            match h {
-                Some(h) => series.histograms.push((t, h)),
-                None => series.points.push((t, f)),
-            }
-            Ok(())
-        };
+        let mut out = RangeOutput::default();
+        let no_labels = Arc::new(Labels::new());
         let mut t = start_ms;
         // Result points gathered so far: they stay in memory while the
         // next steps load their samples.
@@ -234,13 +202,14 @@ impl Engine {
             match ev.eval(expr, t)? {
                 Val::Scalar(f) => {
                     held = held.saturating_add(1);
-                    push(&Labels::new(), false, t, f, None)?
+                    let i = out.position(&no_labels, false);
+                    out.push(i, t, f, None)?
                 }
                 Val::Vector(v) => {
                     held = held.saturating_add(v.len());
                     for el in v {
-                        let h = el.h.map(Arc::unwrap_or_clone);
-                        push(&el.labels, el.drop, t, el.f, h)?;
+                        let i = out.position(&el.labels, el.drop);
+                        out.push(i, t, el.f, el.h.map(Arc::unwrap_or_clone))?;
                     }
                 }
                 Val::Str(_) | Val::Matrix(_) => {
@@ -258,8 +227,74 @@ impl Engine {
                 break;
             }
         }
+        let mut out = out.series;
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
         Ok(out)
+    }
+}
+
+/// The series of a range query's result as the steps add points to them.
+#[derive(Default)]
+struct RangeOutput {
+    series: Vec<Series>,
+    /// Series by a hash of their labels, so that a step neither clones nor
+    /// rebuilds a label set it has seen before.
+    index: LabelIndex,
+    /// Series by the address of the label set (and the drop flag in its
+    /// lowest bit) of the elements they came from: the elements of one
+    /// series share a label set across steps. Each label set is held, so
+    /// its address cannot be reused while the query runs.
+    by_address: HashMap<usize, (Arc<Labels>, usize), std::hash::BuildHasherDefault<AddressHasher>>,
+}
+
+impl RangeOutput {
+    fn position(&mut self, labels: &Arc<Labels>, drop: bool) -> usize {
+        // Label sets are at least 8-aligned, so the lowest bit is free.
+        let address = Arc::as_ptr(labels) as usize | usize::from(drop);
+        if let Some((_, i)) = self.by_address.get(&address) {
+            return *i;
+        }
+        let visible = || visible_labels(labels, drop);
+        let hash = hash_labels(visible());
+        let series = &self.series;
+        let i = match self
+            .index
+            .find(hash, |i| series[i].labels.iter().eq(visible()))
+        {
+            Some(i) => i,
+            None => {
+                self.series.push(Series {
+                    labels: visible().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                    points: Vec::new(),
+                    histograms: Vec::new(),
+                });
+                self.index.insert(hash, self.series.len() - 1);
+                self.series.len() - 1
+            }
+        };
+        // As in `GroupMemo::group`: a label set made for one step only is
+        // not remembered.
+        if Arc::strong_count(labels) > 1 && self.by_address.len() < GROUP_MEMO_LIMIT {
+            self.by_address.insert(address, (labels.clone(), i));
+        }
+        i
+    }
+
+    fn push(&mut self, i: usize, t: i64, f: f64, h: Option<FloatHistogram>) -> Result<(), Error> {
+        let series = &mut self.series[i];
+        let last = series
+            .points
+            .last()
+            .map(|p| p.0)
+            .max(series.histograms.last().map(|p| p.0));
+        if last == Some(t) {
+            return Err(Error::Execution(DUPLICATE_LABELSET.into()));
+        }
+        match h {
+            Some(h) => series.histograms.push((t, h)),
+            None => series.points.push((t, f)),
+        }
+        Ok(())
     }
 }
 
@@ -489,6 +524,8 @@ pub(crate) struct Evaluator<'a> {
     by_selector: RefCell<HashMap<usize, Rc<Vec<Fetched>>>>,
     /// The addresses of the query's own selectors (see `fetch`).
     query_selectors: HashSet<usize>,
+    /// The groups of each grouping the query's aggregations use.
+    group_memos: RefCell<Vec<(Grouping, GroupMemo)>>,
 }
 
 /// A selector's address, which names it while its syntax tree lives.
@@ -505,9 +542,34 @@ pub(crate) struct Fetched {
     /// out; `None` when there are none to leave out.
     unmarked: Option<Rc<[(i64, f64)]>>,
     histograms: Vec<(i64, Arc<FloatHistogram>)>,
+    /// Where the last lookup in `samples` ended: a range query's steps move
+    /// forward, so the next lookup usually starts a few samples on.
+    cursor: std::cell::Cell<usize>,
 }
 
 impl Fetched {
+    /// The number of samples at or before `t`.
+    fn count_until(&self, t: i64) -> usize {
+        const SCAN: usize = 8;
+        let samples = &self.samples;
+        let mut i = self.cursor.get();
+        if i > samples.len() || (i > 0 && samples[i - 1].0 > t) {
+            i = samples.partition_point(|p| p.0 <= t);
+        } else {
+            let mut scanned = 0;
+            while i < samples.len() && samples[i].0 <= t {
+                i += 1;
+                scanned += 1;
+                if scanned == SCAN {
+                    i += samples[i..].partition_point(|p| p.0 <= t);
+                    break;
+                }
+            }
+        }
+        self.cursor.set(i);
+        i
+    }
+
     /// What a range vector selects from.
     fn range_samples(&self) -> &Rc<[(i64, f64)]> {
         self.unmarked.as_ref().unwrap_or(&self.samples)
@@ -528,6 +590,7 @@ impl From<MixedSeries> for Fetched {
             samples: s.samples.into(),
             unmarked,
             histograms: s.histograms,
+            cursor: std::cell::Cell::new(0),
         }
     }
 }
@@ -551,6 +614,7 @@ impl<'a> Evaluator<'a> {
             cache: RefCell::new(HashMap::new()),
             by_selector: RefCell::new(HashMap::new()),
             query_selectors: HashSet::new(),
+            group_memos: RefCell::new(Vec::new()),
         }
     }
 
@@ -770,11 +834,16 @@ impl<'a> Evaluator<'a> {
     }
 
     pub(crate) fn select_vector(&self, vs: &VectorSelector, t: i64) -> Result<Vec<El>, Error> {
-        Ok(self
-            .select_vector_ts(vs, t)?
-            .into_iter()
-            .map(|(el, _)| el)
-            .collect())
+        let te = self.effective_time(&vs.at, &vs.offset, t);
+        let series = self.fetch(vs)?;
+        let mut out = Vec::with_capacity(series.len());
+        for s in series.iter() {
+            if let Some((_, el)) = self.sample_at(s, te) {
+                self.account(1)?;
+                out.push(el);
+            }
+        }
+        Ok(out)
     }
 
     /// Like `select_vector`, with each sample's own timestamp.
@@ -787,31 +856,43 @@ impl<'a> Evaluator<'a> {
         let series = self.fetch(vs)?;
         let mut out = Vec::new();
         for s in series.iter() {
-            let idx = s.samples.partition_point(|p| p.0 <= te);
-            let hidx = s.histograms.partition_point(|p| p.0 <= te);
-            let float = idx.checked_sub(1).map(|i| s.samples[i]);
-            let hist = hidx.checked_sub(1).map(|i| &s.histograms[i]);
-            let (ts, f, h) = match (float, hist) {
-                (None, None) => continue,
-                (Some((ts, f)), None) => (ts, f, None),
-                (Some((ts, f)), Some((ht, _))) if ts >= *ht => (ts, f, None),
-                (_, Some((ht, h))) => (*ht, 0.0, Some(h.clone())),
-            };
-            if ts <= te.saturating_sub(self.lookback) || (h.is_none() && is_stale_nan(f)) {
-                continue;
+            if let Some((ts, el)) = self.sample_at(s, te) {
+                self.account(1)?;
+                out.push((el, ts));
             }
-            self.account(1)?;
-            out.push((
-                El {
-                    labels: s.labels.clone(),
-                    f,
-                    h,
-                    drop: false,
-                },
-                ts,
-            ));
         }
         Ok(out)
+    }
+
+    /// A series' latest sample at or before `te` within the lookback
+    /// window, and its timestamp; `None` when it is missing or stale.
+    fn sample_at(&self, s: &Fetched, te: i64) -> Option<(i64, El)> {
+        let idx = s.count_until(te);
+        let float = idx.checked_sub(1).map(|i| s.samples[i]);
+        let hist = if s.histograms.is_empty() {
+            None
+        } else {
+            let hidx = s.histograms.partition_point(|p| p.0 <= te);
+            hidx.checked_sub(1).map(|i| &s.histograms[i])
+        };
+        let (ts, f, h) = match (float, hist) {
+            (None, None) => return None,
+            (Some((ts, f)), None) => (ts, f, None),
+            (Some((ts, f)), Some((ht, _))) if ts >= *ht => (ts, f, None),
+            (_, Some((ht, h))) => (*ht, 0.0, Some(h.clone())),
+        };
+        if ts <= te.saturating_sub(self.lookback) || (h.is_none() && is_stale_nan(f)) {
+            return None;
+        }
+        Some((
+            ts,
+            El {
+                labels: s.labels.clone(),
+                f,
+                h,
+                drop: false,
+            },
+        ))
     }
 
     fn select_matrix(&self, vs: &VectorSelector, end: i64, range: i64) -> Result<Mat, Error> {
@@ -1016,8 +1097,34 @@ impl<'a> Evaluator<'a> {
             Some(LabelModifier::Exclude(ls)) => (false, ls.labels.clone()),
         };
         let grouping = Grouping { by, names };
-        let mut groups_of = Groups::new(&grouping);
-        match op.as_str() {
+        // The memo moves out of the evaluator while this step uses it, and
+        // back in afterwards.
+        let mut memo = self.take_group_memo(&grouping);
+        let result = self.aggregate(a, &op, input, &grouping, &mut memo, t);
+        self.group_memos.borrow_mut().push((grouping, memo));
+        result
+    }
+
+    /// The memo of `grouping`, out of the evaluator (an empty one at first).
+    fn take_group_memo(&self, grouping: &Grouping) -> GroupMemo {
+        let mut memos = self.group_memos.borrow_mut();
+        match memos.iter().position(|(g, _)| g == grouping) {
+            Some(i) => memos.swap_remove(i).1,
+            None => GroupMemo::default(),
+        }
+    }
+
+    fn aggregate(
+        &self,
+        a: &AggregateExpr,
+        op: &str,
+        input: Vec<El>,
+        grouping: &Grouping,
+        memo: &mut GroupMemo,
+        t: i64,
+    ) -> Result<Val, Error> {
+        let mut groups_of = Groups::new(grouping, memo);
+        match op {
             "topk" | "bottomk" => {
                 let Some(param) = &a.param else {
                     return exec(format!("{op} needs a parameter"));
@@ -1149,7 +1256,7 @@ impl<'a> Evaluator<'a> {
                     if new {
                         groups.push((false, Vec::new(), Vec::new()));
                     }
-                    if el.drop && groups_of.keys[i].contains_key(METRIC_NAME) {
+                    if el.drop && groups_of.key(i).contains_key(METRIC_NAME) {
                         groups[i].0 = true;
                     }
                     match el.h {
@@ -1158,9 +1265,9 @@ impl<'a> Evaluator<'a> {
                     }
                 }
                 let mut out = Vec::with_capacity(groups.len());
-                for (labels, (drop, values, hists)) in groups_of.keys.into_iter().zip(groups) {
-                    let labels = Arc::new(labels);
-                    match op.as_str() {
+                for (i, (drop, values, hists)) in groups.into_iter().enumerate() {
+                    let labels = groups_of.key(i).clone();
+                    match op {
                         "sum" | "avg" if !hists.is_empty() => {
                             if !values.is_empty() {
                                 // Floats and histograms do not aggregate.
@@ -1181,7 +1288,7 @@ impl<'a> Evaluator<'a> {
                         _ if values.is_empty() => continue,
                         _ => {}
                     }
-                    let f = match op.as_str() {
+                    let f = match op {
                         "sum" => functions::kahan_sum(&values),
                         "avg" => functions::mean(&values),
                         "min" => values.iter().copied().fold(f64::NAN, |acc, f| {
@@ -1213,6 +1320,7 @@ impl<'a> Evaluator<'a> {
 /// The labels an aggregation groups by (`by (names)` or `without (names)`,
 /// which also drops the metric name), or those a binary operation matches
 /// on (`on (names)` or `ignoring (names)`, the same rule).
+#[derive(PartialEq)]
 struct Grouping {
     by: bool,
     names: Vec<String>,
@@ -1238,40 +1346,114 @@ impl Grouping {
     }
 }
 
-/// The groups of one aggregation step: an element's group is found by a
-/// hash of its grouping labels, and a group's label set is built once,
-/// when the group is new.
-struct Groups<'g> {
-    grouping: &'g Grouping,
+/// How many series' groups a [`GroupMemo`] remembers: beyond this, groups
+/// are found by hashing as if unremembered, so memory stays bounded.
+const GROUP_MEMO_LIMIT: usize = 1 << 20;
+
+/// The groups of one grouping across the steps of a query: each series'
+/// group is found by hashing its grouping labels once, then by the address
+/// of its label set (shared by the elements every step makes of it). The
+/// memo holds each label set it remembers, so the address cannot be freed
+/// and reused by another label set while the query runs.
+#[derive(Default)]
+struct GroupMemo {
+    of_series: HashMap<usize, (Arc<Labels>, usize), std::hash::BuildHasherDefault<AddressHasher>>,
     index: LabelIndex,
-    keys: Vec<Labels>,
+    keys: Vec<Arc<Labels>>,
 }
 
-impl<'g> Groups<'g> {
-    fn new(grouping: &'g Grouping) -> Self {
-        Self {
-            grouping,
-            index: LabelIndex::default(),
-            keys: Vec::new(),
+impl GroupMemo {
+    fn group(&mut self, grouping: &Grouping, labels: &Arc<Labels>) -> usize {
+        let address = Arc::as_ptr(labels) as usize;
+        if let Some((_, g)) = self.of_series.get(&address) {
+            return *g;
         }
-    }
-
-    /// The position of the group of `labels`, and whether it is new.
-    fn find(&mut self, labels: &Labels) -> (usize, bool) {
-        let hash = hash_labels(self.grouping.pairs(labels));
+        let hash = hash_labels(grouping.pairs(labels));
         let keys = &self.keys;
-        let grouping = self.grouping;
-        match self
+        let g = match self
             .index
             .find(hash, |i| keys[i].iter().eq(grouping.pairs(labels)))
         {
-            Some(i) => (i, false),
+            Some(g) => g,
             None => {
-                self.keys.push(self.grouping.key(labels));
+                self.keys.push(Arc::new(grouping.key(labels)));
                 self.index.insert(hash, self.keys.len() - 1);
-                (self.keys.len() - 1, true)
+                self.keys.len() - 1
             }
+        };
+        // A label set only this element holds was made for this step
+        // (`label_replace`, say): remembering it would keep every step's
+        // copy alive for nothing.
+        if Arc::strong_count(labels) > 1 && self.of_series.len() < GROUP_MEMO_LIMIT {
+            self.of_series.insert(address, (labels.clone(), g));
         }
+        g
+    }
+}
+
+/// Hashes an address (the keys of [`GroupMemo`]): Fibonacci hashing spreads
+/// the aligned, nearby addresses of label sets over the table.
+#[derive(Default)]
+struct AddressHasher(u64);
+
+impl std::hash::Hasher for AddressHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_usize(&mut self, v: usize) {
+        self.0 = (v as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+/// The groups of one aggregation step, in the order they first appear,
+/// found through the query's [`GroupMemo`] for the grouping.
+struct Groups<'g> {
+    grouping: &'g Grouping,
+    memo: &'g mut GroupMemo,
+    /// This step's position of each group of the memo (`usize::MAX`: not
+    /// seen in this step yet).
+    position: Vec<usize>,
+    /// The memo's group at each position.
+    order: Vec<usize>,
+}
+
+impl<'g> Groups<'g> {
+    fn new(grouping: &'g Grouping, memo: &'g mut GroupMemo) -> Self {
+        Self {
+            grouping,
+            position: vec![usize::MAX; memo.keys.len()],
+            memo,
+            order: Vec::new(),
+        }
+    }
+
+    /// The position of the group of `labels` in this step, and whether it
+    /// is new.
+    fn find(&mut self, labels: &Arc<Labels>) -> (usize, bool) {
+        let g = self.memo.group(self.grouping, labels);
+        if g >= self.position.len() {
+            self.position.resize(g + 1, usize::MAX);
+        }
+        match self.position[g] {
+            usize::MAX => {
+                self.position[g] = self.order.len();
+                self.order.push(g);
+                (self.order.len() - 1, true)
+            }
+            p => (p, false),
+        }
+    }
+
+    /// The grouping labels of the group at `position`.
+    fn key(&self, position: usize) -> &Arc<Labels> {
+        &self.memo.keys[self.order[position]]
     }
 }
 
@@ -1846,6 +2028,41 @@ mod tests {
         let v = vector(e.instant_query(&src, "c > 5", 60_000).expect("query"));
         assert_eq!(v.len(), 1);
         assert_eq!(v[0].labels.get("__name__").map(String::as_str), Some("c"));
+    }
+
+    #[test]
+    fn lookup_cursor_moves_both_ways() {
+        let fetched = Fetched::from(MixedSeries {
+            labels: labels(&[("__name__", "c")]),
+            samples: (0..100).map(|i| (i * 10, i as f64)).collect(),
+            histograms: Vec::new(),
+        });
+        let binary = |t: i64| fetched.samples.partition_point(|p| p.0 <= t);
+        // Forward in small and large steps, back, before the first sample
+        // and past the last.
+        for t in [5, 15, 25, 600, 610, 990, 2000, 300, -1, 0, 455, 460, 1000] {
+            assert_eq!(fetched.count_until(t), binary(t), "at {t}");
+        }
+    }
+
+    #[test]
+    fn aggregation_groups_stay_right_across_steps() {
+        let src = source();
+        let engine = Engine::default();
+        // Both aggregations group by `job` and so share the group memo;
+        // `label_replace` makes new label sets at every step, which must
+        // not be taken for the series' own.
+        let q = r#"sum by (job) (c) + on (job) count by (job) (label_replace(c, "x", "$1", "job", "(.*)"))"#;
+        let out = engine.range_query(&src, q, 0, 9 * 60_000, 60_000).unwrap();
+        let by_labels: HashMap<String, Vec<(i64, f64)>> = out
+            .into_iter()
+            .map(|s| (DisplayLabels(&s.labels).to_string(), s.points))
+            .collect();
+        let steps =
+            |f: &dyn Fn(i64) -> f64| (0..10).map(|i| (i * 60_000, f(i))).collect::<Vec<_>>();
+        assert_eq!(by_labels[r#"{job="a"}"#], steps(&|i| i as f64 + 1.0));
+        assert_eq!(by_labels[r#"{job="b"}"#], steps(&|i| 10.0 * i as f64 + 1.0));
+        assert_eq!(by_labels.len(), 2);
     }
 
     #[test]
