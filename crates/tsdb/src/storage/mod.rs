@@ -1238,22 +1238,32 @@ impl Storage {
         self.postings.read().select(tenant, matchers)
     }
 
-    /// Label sets of `ids` (in order; `None` for an id not in the index).
+    /// Label sets of `ids` (in order; `None` for an id not in the index):
+    /// from the in-memory index, or from rocksdb for any it lacks.
     fn labels_of_many(&self, ids: &[u64]) -> Result<Vec<Option<Labels>>, StorageError> {
+        let mut out: Vec<Option<Labels>> = {
+            let postings = self.postings.read();
+            ids.iter().map(|&id| postings.labels(id)).collect()
+        };
+        let missing: Vec<usize> = (0..ids.len()).filter(|&i| out[i].is_none()).collect();
+        if missing.is_empty() {
+            return Ok(out);
+        }
         let cf = self.cf(keys::CF_SERIES)?;
-        let keys: Vec<[u8; 8]> = ids.iter().map(|id| id.to_be_bytes()).collect();
-        self.db
-            .batched_multi_get_cf(cf, &keys, false)
-            .into_iter()
-            .map(|r| match r.map_err(db_err(&self.db_dir()))? {
-                Some(v) => Ok(Some(
+        let keys: Vec<[u8; 8]> = missing.iter().map(|&i| ids[i].to_be_bytes()).collect();
+        for (&i, r) in missing
+            .iter()
+            .zip(self.db.batched_multi_get_cf(cf, &keys, false))
+        {
+            if let Some(v) = r.map_err(db_err(&self.db_dir()))? {
+                out[i] = Some(
                     keys::decode_series(&v)
                         .ok_or(StorageError::Corrupt { what: "series" })?
                         .1,
-                )),
-                None => Ok(None),
-            })
-            .collect()
+                );
+            }
+        }
+        Ok(out)
     }
 
     /// Every sample of series `ids` in `[start, end]`, head and persisted,

@@ -3,15 +3,47 @@
 //! durable copy; this one is rebuilt from the `series` family at start and
 //! kept in step with it, so selecting series intersects sorted id lists
 //! instead of iterating rocksdb keys (Prometheus keeps its head index in
-//! memory the same way).
+//! memory the same way). It also holds each series' label set, as ids of
+//! interned strings, so that a query reads no label set from rocksdb.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use crate::promql::{LabelMatcher, Labels, MatchOp};
 
 #[derive(Default)]
 pub(super) struct MemPostings {
     tenants: HashMap<String, TenantPostings>,
+    /// Each series' labels: symbol ids of name, value, name, value, ...
+    series: HashMap<u64, Box<[u32]>>,
+    symbols: Symbols,
+}
+
+/// Interned label names and values. A symbol outlives the series that
+/// used it until the next start (garbage collection of series is rare and
+/// the table is rebuilt at start).
+#[derive(Default)]
+struct Symbols {
+    strings: Vec<Arc<str>>,
+    ids: HashMap<Arc<str>, u32>,
+}
+
+impl Symbols {
+    /// The id of `s`; `None` once 2^32 strings are interned.
+    fn intern(&mut self, s: &str) -> Option<u32> {
+        if let Some(&id) = self.ids.get(s) {
+            return Some(id);
+        }
+        let id = u32::try_from(self.strings.len()).ok()?;
+        let s: Arc<str> = Arc::from(s);
+        self.strings.push(s.clone());
+        self.ids.insert(s, id);
+        Some(id)
+    }
+
+    fn get(&self, id: u32) -> &str {
+        self.strings.get(id as usize).map_or("", |s| s)
+    }
 }
 
 #[derive(Default)]
@@ -29,6 +61,15 @@ impl MemPostings {
             None => self.tenants.entry(tenant.to_string()).or_default(),
         };
         insert_sorted(&mut t.all, id);
+        let symbols = &mut self.symbols;
+        let interned: Option<Box<[u32]>> = labels
+            .iter()
+            .flat_map(|(name, value)| [symbols.intern(name), symbols.intern(value)])
+            .collect();
+        // Without symbols left, the label set is read from rocksdb.
+        if let Some(interned) = interned {
+            self.series.insert(id, interned);
+        }
         for (name, value) in labels {
             let values = match t.labels.get_mut(name) {
                 Some(v) => v,
@@ -48,6 +89,7 @@ impl MemPostings {
             return;
         };
         remove_sorted(&mut t.all, id);
+        self.series.remove(&id);
         for (name, value) in labels {
             let Some(values) = t.labels.get_mut(name) else {
                 continue;
@@ -65,6 +107,22 @@ impl MemPostings {
         if t.all.is_empty() {
             self.tenants.remove(tenant);
         }
+    }
+
+    /// The label set of series `id`, if the index has it.
+    pub(super) fn labels(&self, id: u64) -> Option<Labels> {
+        let interned = self.series.get(&id)?;
+        Some(
+            interned
+                .chunks_exact(2)
+                .map(|pair| {
+                    (
+                        self.symbols.get(pair[0]).to_string(),
+                        self.symbols.get(pair[1]).to_string(),
+                    )
+                })
+                .collect(),
+        )
     }
 
     /// Sorted ids of `tenant`'s series that match every matcher (a label
@@ -220,7 +278,11 @@ mod tests {
             vec![1, 3]
         );
         assert!(p.select("v", &[]).is_empty());
+        assert_eq!(p.labels(1), Some(labels(&[("job", "api"), ("i", "2")])));
+        assert_eq!(p.labels(9), Some(labels(&[("job", "api")])));
         p.remove("t", &labels(&[("job", "api"), ("i", "2")]), 1);
+        assert_eq!(p.labels(1), None);
+        assert_eq!(p.labels(3), Some(labels(&[("job", "api"), ("i", "1")])));
         assert_eq!(p.select("t", &[m("job", MatchOp::Equal, "api")]), vec![3]);
         assert_eq!(p.select("t", &[m("i", MatchOp::Regex, ".+")]), vec![3]);
     }
