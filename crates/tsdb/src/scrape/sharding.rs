@@ -126,7 +126,9 @@ mod tests {
         };
         ring.upsert(member("a", vec![0, 1 << 30, 3 << 30]));
         let shutdown = Shutdown::new();
-        let handoff = Duration::from_millis(300);
+        // Long enough that `a`, woken by the same ring change, has let go
+        // before `b` takes over even on a loaded machine (300 ms was not).
+        let handoff = Duration::from_secs(3);
         let a = Sharding::from_ring(ring.ring(), "a", handoff, shutdown.clone());
         let b = Sharding::from_ring(ring.ring(), "b", handoff, shutdown.clone());
         let keys: Vec<u64> = (0..500u64)
