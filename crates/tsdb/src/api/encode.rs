@@ -84,8 +84,20 @@ pub fn write_point(out: &mut String, t_ms: i64, v: f64) {
     out.push('[');
     write_timestamp(out, t_ms);
     out.push_str(",\"");
-    out.push_str(&format_value(v));
+    write_value(out, v);
     out.push_str("\"]");
+}
+
+/// [`format_value`] written straight into `out`: a range query's result
+/// has a value per point, and a `String` for each was an eighth of the
+/// time of a 200-series query.
+fn write_value(out: &mut String, v: f64) {
+    let abs = v.abs();
+    if v.is_finite() && (abs == 0.0 || (1e-6..1e21).contains(&abs)) {
+        let _ = write!(out, "{v}");
+    } else {
+        out.push_str(&format_value(v));
+    }
 }
 
 fn write_series(out: &mut String, s: &Series) {
@@ -168,6 +180,28 @@ mod tests {
         assert_eq!(format_value(123456.789), "123456.789");
         assert_eq!(format_value(f64::MAX), "1.7976931348623157e+308");
         assert_eq!(format_value(5e-324), "5e-324");
+        for v in [
+            1.0,
+            -0.0,
+            0.1,
+            1e20,
+            1e21,
+            1e-6,
+            9.99e-7,
+            1e-7,
+            -2.5e-10,
+            123456.789,
+            5e-324,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::MAX,
+            -1e300,
+        ] {
+            let mut written = String::new();
+            write_value(&mut written, v);
+            assert_eq!(written, format_value(v), "{v:e}");
+        }
     }
 
     #[test]
