@@ -242,17 +242,16 @@ struct RangeOutput {
     index: LabelIndex,
     /// Series by the address of the label set (and the drop flag in its
     /// lowest bit) of the elements they came from: the elements of one
-    /// series share a label set across steps. Each label set is held, so
-    /// its address cannot be reused while the query runs.
-    by_address: HashMap<usize, (Arc<Labels>, usize), std::hash::BuildHasherDefault<AddressHasher>>,
+    /// series share a label set across steps.
+    by_address: AddressMemo,
 }
 
 impl RangeOutput {
     fn position(&mut self, labels: &Arc<Labels>, drop: bool) -> usize {
         // Label sets are at least 8-aligned, so the lowest bit is free.
         let address = Arc::as_ptr(labels) as usize | usize::from(drop);
-        if let Some((_, i)) = self.by_address.get(&address) {
-            return *i;
+        if let Some(i) = self.by_address.get(address) {
+            return i;
         }
         let visible = || visible_labels(labels, drop);
         let hash = hash_labels(visible());
@@ -272,11 +271,7 @@ impl RangeOutput {
                 self.series.len() - 1
             }
         };
-        // As in `GroupMemo::group`: a label set made for one step only is
-        // not remembered.
-        if Arc::strong_count(labels) > 1 && self.by_address.len() < GROUP_MEMO_LIMIT {
-            self.by_address.insert(address, (labels.clone(), i));
-        }
+        self.by_address.remember(address, labels, i);
         i
     }
 
@@ -1346,18 +1341,41 @@ impl Grouping {
     }
 }
 
-/// How many series' groups a [`GroupMemo`] remembers: beyond this, groups
-/// are found by hashing as if unremembered, so memory stays bounded.
-const GROUP_MEMO_LIMIT: usize = 1 << 20;
+/// Positions remembered by the address of a label set, for lookups repeated
+/// at every step of a range query: the elements made of one series share
+/// its label set across steps. The memo holds each label set it remembers,
+/// so the address cannot be freed and reused by another label set while
+/// the query runs.
+#[derive(Default)]
+struct AddressMemo {
+    by_address: HashMap<usize, (Arc<Labels>, usize), std::hash::BuildHasherDefault<AddressHasher>>,
+}
+
+impl AddressMemo {
+    /// How many label sets a memo remembers: beyond this, lookups go the
+    /// slow way as if unremembered, so memory stays bounded.
+    const LIMIT: usize = 1 << 20;
+
+    fn get(&self, address: usize) -> Option<usize> {
+        self.by_address.get(&address).map(|(_, position)| *position)
+    }
+
+    fn remember(&mut self, address: usize, labels: &Arc<Labels>, position: usize) {
+        // A label set only this element holds was made for this step
+        // (`label_replace`, say): remembering it would keep every step's
+        // copy alive for nothing.
+        if Arc::strong_count(labels) > 1 && self.by_address.len() < Self::LIMIT {
+            self.by_address.insert(address, (labels.clone(), position));
+        }
+    }
+}
 
 /// The groups of one grouping across the steps of a query: each series'
 /// group is found by hashing its grouping labels once, then by the address
-/// of its label set (shared by the elements every step makes of it). The
-/// memo holds each label set it remembers, so the address cannot be freed
-/// and reused by another label set while the query runs.
+/// of its label set.
 #[derive(Default)]
 struct GroupMemo {
-    of_series: HashMap<usize, (Arc<Labels>, usize), std::hash::BuildHasherDefault<AddressHasher>>,
+    of_series: AddressMemo,
     index: LabelIndex,
     keys: Vec<Arc<Labels>>,
 }
@@ -1365,8 +1383,8 @@ struct GroupMemo {
 impl GroupMemo {
     fn group(&mut self, grouping: &Grouping, labels: &Arc<Labels>) -> usize {
         let address = Arc::as_ptr(labels) as usize;
-        if let Some((_, g)) = self.of_series.get(&address) {
-            return *g;
+        if let Some(g) = self.of_series.get(address) {
+            return g;
         }
         let hash = hash_labels(grouping.pairs(labels));
         let keys = &self.keys;
@@ -1381,17 +1399,12 @@ impl GroupMemo {
                 self.keys.len() - 1
             }
         };
-        // A label set only this element holds was made for this step
-        // (`label_replace`, say): remembering it would keep every step's
-        // copy alive for nothing.
-        if Arc::strong_count(labels) > 1 && self.of_series.len() < GROUP_MEMO_LIMIT {
-            self.of_series.insert(address, (labels.clone(), g));
-        }
+        self.of_series.remember(address, labels, g);
         g
     }
 }
 
-/// Hashes an address (the keys of [`GroupMemo`]): Fibonacci hashing spreads
+/// Hashes an address (the keys of [`AddressMemo`]): Fibonacci hashing spreads
 /// the aligned, nearby addresses of label sets over the table.
 #[derive(Default)]
 struct AddressHasher(u64);
