@@ -240,13 +240,7 @@ fn difference(a: &[u64], b: &[u64]) -> Vec<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn labels(pairs: &[(&str, &str)]) -> Labels {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::storage::tests::{labels, m};
 
     #[test]
     fn select_add_and_remove() {
@@ -255,7 +249,6 @@ mod tests {
         p.add("t", &labels(&[("job", "api"), ("i", "2")]), 1);
         p.add("t", &labels(&[("job", "db")]), 2);
         p.add("u", &labels(&[("job", "api")]), 9);
-        let m = |n: &str, op, v: &str| LabelMatcher::new(n, op, v).unwrap();
         assert_eq!(p.select("t", &[]), vec![1, 2, 3]);
         assert_eq!(
             p.select("t", &[m("job", MatchOp::Equal, "api")]),

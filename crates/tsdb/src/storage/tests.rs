@@ -3,14 +3,14 @@ use crate::promql::{MatchOp, is_stale_nan, stale_nan};
 
 const T0: i64 = 1_700_000_000_000 - 1_700_000_000_000 % 7_200_000;
 
-fn labels(pairs: &[(&str, &str)]) -> Labels {
+pub(super) fn labels(pairs: &[(&str, &str)]) -> Labels {
     pairs
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
 }
 
-fn m(name: &str, op: MatchOp, value: &str) -> LabelMatcher {
+pub(super) fn m(name: &str, op: MatchOp, value: &str) -> LabelMatcher {
     LabelMatcher::new(name, op, value).unwrap()
 }
 
