@@ -52,15 +52,19 @@ impl Sharding {
         let settled: Arc<RwLock<Option<Arc<RingSnapshot>>>> = Arc::new(RwLock::new(None));
         let mut watcher = ring.clone();
         let settler = settled.clone();
-        let current = ring.clone();
         tokio::spawn(async move {
             let mut settle_at = Some(tokio::time::Instant::now() + handoff);
+            // What settles is the view the timer was started for, never a
+            // newer one: a change the timer has not yet seen (both ready in
+            // the same poll) must wait out its own hand-off.
+            let mut pending = watcher.snapshot();
             loop {
                 let deadline = settle_at;
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     changed = watcher.changed() => {
                         if !changed { return; }
+                        pending = watcher.snapshot();
                         settle_at = Some(tokio::time::Instant::now() + handoff);
                         tx.send_replace(());
                     }
@@ -70,7 +74,7 @@ impl Sharding {
                             None => std::future::pending().await,
                         }
                     } => {
-                        *settler.write() = Some(current.snapshot());
+                        *settler.write() = Some(pending.clone());
                         settle_at = None;
                         tx.send_replace(());
                     }
