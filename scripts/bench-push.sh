@@ -4,13 +4,17 @@
 # load-generating process, resident memory, and bytes stored against raw
 # bytes once everything is flushed. Results go into BENCHMARKS.md by hand.
 #
-#   scripts/bench-push.sh [SIZE_MB] [STREAMS] [ZSTD_LEVEL]
+#   scripts/bench-push.sh [SIZE_MB] [STREAMS] [ZSTD_LEVEL] [ENCODING]
+#
+# ZSTD_LEVEL and ENCODING (zstd-columns, zstd, snappy, none) default to the
+# ingester's defaults.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/lucia-target}"
 SIZE_MB="${1:-300}"
 STREAMS="${2:-1000}"
-LEVEL="${3:-9}"
+LEVEL="${3:-}"
+ENCODING="${4:-}"
 GENLOGS="$(cd .. && pwd)/shared/tools/genlogs.py"
 
 cargo build --release --bin lucia
@@ -27,7 +31,9 @@ limits_config:
   max_global_streams_per_user: 1000000
   max_line_size: 0
 ingester:
-  chunk_compression_level: $LEVEL
+  chunk_block_size: 262144
+${LEVEL:+  chunk_compression_level: $LEVEL}
+${ENCODING:+  chunk_encoding: $ENCODING}
 YAML
 PORT=3190
 "$BIN" all --config.file "$WORK/lucia.yaml" --data.dir "$WORK/data" \

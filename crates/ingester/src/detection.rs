@@ -239,7 +239,13 @@ fn level_from_keywords(bytes: &[u8]) -> &'static str {
             pos += 1;
         }
         let word = &bytes[start..pos];
+        // Most words start with a letter no level word starts with: that
+        // test alone keeps this scan cheap on long lines.
         if (3..=8).contains(&word.len())
+            && matches!(
+                word[0].to_ascii_lowercase(),
+                b't' | b'd' | b'f' | b'c' | b'e' | b'w' | b'i'
+            )
             && let Some(rank) = WORDS[..best]
                 .iter()
                 .position(|(w, _)| w.eq_ignore_ascii_case(word))

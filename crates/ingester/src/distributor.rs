@@ -16,7 +16,7 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use lucia_common::Shutdown;
 use lucia_common::duration::ConfigDuration;
-use lucia_common::ring::{Ring, RingConfig};
+use lucia_common::ring::{KvStore, Ring, RingConfig};
 use lucia_common::server::{ProcessConfig, Role, RoleContext};
 use lucia_common::tenant::{TenantError, tenant_from_headers};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -202,7 +202,11 @@ pub async fn start(config: Config, ctx: RoleContext) -> Result<Role, Error> {
         failures.clone(),
     );
     let distributor = Arc::new(Distributor {
-        fanout: Arc::new(Fanout::new(config.remote_timeout.into(), failures)),
+        fanout: Arc::new(Fanout::new(
+            config.remote_timeout.into(),
+            failures,
+            config.ring.kvstore.store == KvStore::Inmemory,
+        )),
         limiter: RateLimiter::new(
             config.limits.ingestion_rate_mb,
             config.limits.ingestion_burst_size_mb,

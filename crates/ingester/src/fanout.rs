@@ -1,9 +1,14 @@
 //! Sending validated streams to their ingesters: one `Push` per ingester
 //! holding all of its streams, sent concurrently; a push succeeds once every
 //! stream has reached its write quorum.
+//!
+//! With an in-process ring (`lucia all`) every ingester lives in this
+//! process: the push is a function call, without encoding the request to
+//! protobuf, sending it through a loopback socket and decoding it again.
+//! Rings in Consul always use gRPC.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use lucia_common::ring::{RingSnapshot, stream_token, write_quorum};
@@ -16,7 +21,23 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::ingester::Ingester;
 use crate::validation::ValidStream;
+
+/// The ingesters serving in this process, by their ring address.
+static LOCAL_INGESTERS: LazyLock<Mutex<HashMap<String, Arc<Ingester>>>> =
+    LazyLock::new(Default::default);
+
+/// Makes `ingester` reachable in-process at `addr` for distributors of an
+/// in-process ring.
+pub(crate) fn register_local(addr: String, ingester: Arc<Ingester>) {
+    LOCAL_INGESTERS.lock().insert(addr, ingester);
+}
+
+/// Takes the ingester at `addr` out of in-process reach (it is stopping).
+pub(crate) fn unregister_local(addr: &str) {
+    LOCAL_INGESTERS.lock().remove(addr);
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum FanoutError {
@@ -41,14 +62,22 @@ pub struct Fanout {
     channels: Mutex<HashMap<String, Channel>>,
     timeout: Duration,
     failures: Family<IngesterLabel, Counter>,
+    /// The ring is in-process: ingesters registered here are called
+    /// directly.
+    in_process: bool,
 }
 
 impl Fanout {
-    pub fn new(timeout: Duration, failures: Family<IngesterLabel, Counter>) -> Self {
+    pub fn new(
+        timeout: Duration,
+        failures: Family<IngesterLabel, Counter>,
+        in_process: bool,
+    ) -> Self {
         Self {
             channels: Mutex::new(HashMap::new()),
             timeout,
             failures,
+            in_process,
         }
     }
 
@@ -191,6 +220,19 @@ impl Fanout {
         tenant: &str,
         request: PushRequest,
     ) -> Result<(), tonic::Status> {
+        let local = self
+            .in_process
+            .then(|| LOCAL_INGESTERS.lock().get(addr).cloned())
+            .flatten();
+        if let Some(ingester) = local {
+            return match tokio::time::timeout(self.timeout, ingester.push(tenant, request)).await {
+                Ok(result) => result.map_err(tonic::Status::from),
+                Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+                    "push to ingester {addr} timed out after {:?}",
+                    self.timeout
+                ))),
+            };
+        }
         let mut client = self.client(addr)?;
         let mut request = tonic::Request::new(request);
         let org_id = tenant.parse().map_err(|_| {

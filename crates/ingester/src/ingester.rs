@@ -18,7 +18,7 @@ use lucia_common::Shutdown;
 use lucia_common::duration::ConfigDuration;
 use lucia_common::labels::Labels;
 use lucia_common::matchers::{Matcher, MatcherError, matches_all, parse_selector};
-use lucia_common::ring::{InstanceState, Lifecycler, RingConfig};
+use lucia_common::ring::{InstanceState, KvStore, Lifecycler, RingConfig};
 use lucia_common::server::{ProcessConfig, Role, RoleContext};
 use lucia_common::tenant::{DEFAULT_TENANT, ORG_ID_METADATA, validate_tenant};
 use lucia_common::time::{format_rfc3339_nanos, now_nanos};
@@ -62,11 +62,12 @@ pub struct Config {
     pub chunk_idle_period: ConfigDuration,
     /// A chunk older than this is flushed.
     pub max_chunk_age: ConfigDuration,
-    /// Block compression: zstd, snappy or none.
+    /// Block compression: zstd-columns, zstd, snappy or none.
     pub chunk_encoding: ChunkEncoding,
-    /// zstd level of blocks (1 to 19): higher is smaller and slower. See
-    /// BENCHMARKS.md for the trade-off on realistic logs.
-    pub chunk_compression_level: i32,
+    /// zstd level of blocks (1 to 19): higher is smaller and slower; the
+    /// encoding's own default when unset. See BENCHMARKS.md for the
+    /// trade-off on realistic logs.
+    pub chunk_compression_level: Option<i32>,
     /// How often chunks are checked for flushing.
     pub flush_check_period: ConfigDuration,
     /// Where flushed chunks and their index go (the `storage` section).
@@ -87,8 +88,8 @@ impl Default for Config {
             chunk_target_size: 1536 * 1024,
             chunk_idle_period: ConfigDuration::from_secs(30 * 60),
             max_chunk_age: ConfigDuration::from_secs(2 * 3600),
-            chunk_encoding: ChunkEncoding::Zstd,
-            chunk_compression_level: lucia_common::chunk::DEFAULT_ZSTD_LEVEL,
+            chunk_encoding: ChunkEncoding::ZstdColumns,
+            chunk_compression_level: None,
             flush_check_period: ConfigDuration::from_secs(30),
             storage: StorageConfig::default(),
             limits: LimitsConfig::default(),
@@ -266,7 +267,9 @@ impl Ingester {
                 block_size: config.chunk_block_size.max(1),
                 target_size: config.chunk_target_size.max(1),
                 encoding: config.chunk_encoding,
-                zstd_level: config.chunk_compression_level,
+                zstd_level: config
+                    .chunk_compression_level
+                    .unwrap_or(config.chunk_encoding.default_level()),
                 idle_ns: ns(config.chunk_idle_period),
                 max_age_ns: ns(config.max_chunk_age),
                 ooo_window_ns: ns(config.limits.out_of_order_time_window),
@@ -870,10 +873,11 @@ fn hostname() -> String {
 /// joins the ring, and serves gRPC. The role's stop flushes everything to
 /// the store, leaves the ring and checkpoints an empty WAL.
 pub async fn start(config: Config, ctx: RoleContext) -> Result<Role, Error> {
-    if !(1..=19).contains(&config.chunk_compression_level) {
+    if let Some(level) = config.chunk_compression_level
+        && !(1..=19).contains(&level)
+    {
         return Err(Error::Config(format!(
-            "ingester.chunk_compression_level is {}: use a zstd level from 1 to 19",
-            config.chunk_compression_level
+            "ingester.chunk_compression_level is {level}: use a zstd level from 1 to 19"
         )));
     }
     let ready = ctx.readiness.register("ingester");
@@ -951,6 +955,11 @@ pub async fn start(config: Config, ctx: RoleContext) -> Result<Role, Error> {
     )
     .await?;
     lifecycler.set_state(InstanceState::Active).await?;
+    let local_addr = (config.ring.kvstore.store == KvStore::Inmemory).then(|| {
+        let addr = ctx.advertise_addr.to_string();
+        crate::fanout::register_local(addr.clone(), ingester.clone());
+        addr
+    });
     ready.set(true);
 
     let flush_task = tokio::spawn(flush_loop(
@@ -976,6 +985,9 @@ pub async fn start(config: Config, ctx: RoleContext) -> Result<Role, Error> {
     let shutdown = ctx.shutdown.clone();
     let stopped = async move {
         shutdown.cancelled().await;
+        if let Some(addr) = &local_addr {
+            crate::fanout::unregister_local(addr);
+        }
         background.cancel();
         let _ = flush_task.await;
         let _ = checkpoint_task.await;

@@ -17,21 +17,31 @@
 use bytes::{Buf, BufMut, Bytes};
 use prost::encoding::{decode_varint, encode_varint};
 
+mod columns;
+
 /// Block compression.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ChunkEncoding {
     Zstd,
+    /// The lines split into text, numbers and hex ids ([`columns`]), each
+    /// compressed with zstd: the text at the configured level, the rest at
+    /// level 1.
+    #[serde(rename = "zstd-columns")]
+    ZstdColumns,
     Snappy,
     None,
 }
 
-/// Default zstd level of blocks. On genlogs' mixed logs in 256 KiB blocks:
-/// level 3 gives 4.7x, 9 gives 5.4x at ~70 MB/s per core, 12 gives 5.6x at
-/// half that speed (before `ZSTD_MIN_MATCH`, which adds 2-8% to the
-/// ratio of levels 3 to 15). `ingester.chunk_compression_level` overrides
-/// it.
+/// Default zstd level of [`ChunkEncoding::Zstd`] blocks. On genlogs' mixed
+/// logs in 256 KiB blocks: level 3 gives 4.7x, 9 gives 5.4x at ~70 MB/s per
+/// core, 12 gives 5.6x at half that speed (before `ZSTD_MIN_MATCH`, which
+/// adds 2-8% to the ratio of levels 3 to 15).
+/// `ingester.chunk_compression_level` overrides it.
 pub const DEFAULT_ZSTD_LEVEL: i32 = 9;
+/// Default zstd level of the text column of [`ChunkEncoding::ZstdColumns`]
+/// blocks: see BENCHMARKS.md for the measurements behind it.
+pub const DEFAULT_COLUMNS_LEVEL: i32 = 5;
 /// Layout byte: lines ended by `\n` / lines with a column of lengths.
 const LINES_NEWLINE: u8 = 0;
 const LINES_LENGTHS: u8 = 1;
@@ -104,11 +114,20 @@ pub enum ChunkError {
 }
 
 impl ChunkEncoding {
+    /// The zstd level used when none is configured.
+    pub fn default_level(self) -> i32 {
+        match self {
+            Self::ZstdColumns => DEFAULT_COLUMNS_LEVEL,
+            _ => DEFAULT_ZSTD_LEVEL,
+        }
+    }
+
     pub fn to_u8(self) -> u8 {
         match self {
             Self::None => 0,
             Self::Snappy => 1,
             Self::Zstd => 2,
+            Self::ZstdColumns => 3,
         }
     }
 
@@ -117,6 +136,7 @@ impl ChunkEncoding {
             0 => Ok(Self::None),
             1 => Ok(Self::Snappy),
             2 => Ok(Self::Zstd),
+            3 => Ok(Self::ZstdColumns),
             other => Err(ChunkError::UnknownEncoding(other)),
         }
     }
@@ -168,7 +188,7 @@ impl Block {
     /// Sorts `entries` by time (stable, so equal timestamps keep arrival
     /// order) and compresses them.
     pub fn encode(entries: Vec<Entry>, encoding: ChunkEncoding) -> Result<Self, ChunkError> {
-        Self::encode_with_level(entries, encoding, DEFAULT_ZSTD_LEVEL)
+        Self::encode_with_level(entries, encoding, encoding.default_level())
     }
 
     /// Like [`Self::encode`], with an explicit zstd level (ignored by the
@@ -202,13 +222,14 @@ impl Block {
                 put_bytes(&mut raw, value.as_bytes());
             }
         }
+        let lines_start = raw.len();
         for e in &entries {
             raw.extend_from_slice(e.line.as_bytes());
             if !with_lengths {
                 raw.push(b'\n');
             }
         }
-        let data = compress(&raw, encoding, zstd_level)?;
+        let data = compress(&raw, lines_start, encoding, zstd_level)?;
         Ok(Self {
             encoding,
             min_ts: entries.first().map_or(0, |e| e.ts),
@@ -319,39 +340,62 @@ pub trait LineFilter: Send + Sync {
     fn matches(&self, line: &str) -> bool;
 }
 
-fn compress(raw: &[u8], encoding: ChunkEncoding, zstd_level: i32) -> Result<Bytes, ChunkError> {
+fn compress(
+    raw: &[u8],
+    lines_start: usize,
+    encoding: ChunkEncoding,
+    zstd_level: i32,
+) -> Result<Bytes, ChunkError> {
     match encoding {
         ChunkEncoding::None => Ok(Bytes::copy_from_slice(raw)),
         ChunkEncoding::Snappy => snap::raw::Encoder::new()
             .compress_vec(raw)
             .map(Bytes::from)
             .map_err(|e| ChunkError::Compress(e.to_string())),
-        ChunkEncoding::Zstd => ZSTD_COMPRESSOR.with(|slot| {
-            let mut slot = slot.borrow_mut();
-            let ZstdSlot {
-                level,
-                compressor,
-                out,
-            } = &mut *slot;
-            if compressor.is_none() || *level != zstd_level {
-                *compressor = Some(zstd_compressor(zstd_level)?);
-                *level = zstd_level;
-            }
-            let Some(compressor) = compressor.as_mut() else {
-                return Err(ChunkError::Compress("no zstd context".to_string()));
-            };
-            out.clear();
-            out.reserve(zstd::zstd_safe::compress_bound(raw.len()));
-            compressor
-                .compress_to_buffer(raw, out)
-                .map_err(|e| ChunkError::Compress(e.to_string()))?;
+        ChunkEncoding::Zstd => ZSTD.with(|state| {
+            let mut state = state.borrow_mut();
+            let state = &mut *state;
+            state.compress(zstd_level, raw)?;
             // An exact-size copy: the block lives as long as its chunk, and
             // the output buffer has room for incompressible input (more
             // than the raw block).
-            Ok(Bytes::copy_from_slice(out))
+            Ok(Bytes::copy_from_slice(&state.scratch))
+        }),
+        ChunkEncoding::ZstdColumns => ZSTD.with(|state| {
+            let mut state = state.borrow_mut();
+            let state = &mut *state;
+            let (head, lines) = raw.split_at(lines_start.min(raw.len()));
+            let mut columns = std::mem::take(&mut state.columns);
+            columns.clear();
+            columns::split(lines, &mut columns);
+            let mut out = Vec::new();
+            for len in [
+                head.len(),
+                columns.text.len(),
+                columns.numbers.len(),
+                columns.hex.len(),
+            ] {
+                encode_varint(len as u64, &mut out);
+            }
+            for (part, level) in [
+                (head, VALUES_ZSTD_LEVEL),
+                (columns.text.as_slice(), zstd_level),
+                (columns.numbers.as_slice(), VALUES_ZSTD_LEVEL),
+                (columns.hex.as_slice(), VALUES_ZSTD_LEVEL),
+            ] {
+                state.compress(level, part)?;
+                put_bytes(&mut out, &state.scratch);
+            }
+            state.columns = columns;
+            Ok(Bytes::from(out))
         }),
     }
 }
+
+/// The level of the [`ChunkEncoding::ZstdColumns`] columns other than the
+/// text: numbers and hex ids gain little from searching harder (1% from
+/// level 1 to 5 on genlogs' logs), the block's head is small.
+const VALUES_ZSTD_LEVEL: i32 = 1;
 
 /// Smallest match zstd looks for at the levels that search (3 to 15).
 /// Their defaults (3 or 4 bytes) find many short matches in log text that
@@ -372,20 +416,41 @@ fn zstd_compressor(level: i32) -> Result<zstd::bulk::Compressor<'static>, ChunkE
     Ok(compressor)
 }
 
-/// A thread's zstd context and output buffer, both reused.
+/// A thread's zstd contexts (one per level in use) and buffers, reused.
 #[derive(Default)]
-struct ZstdSlot {
-    level: i32,
-    compressor: Option<zstd::bulk::Compressor<'static>>,
-    out: Vec<u8>,
+struct ZstdState {
+    contexts: Vec<(i32, zstd::bulk::Compressor<'static>)>,
+    /// The last compressed output.
+    scratch: Vec<u8>,
+    columns: columns::Columns,
+}
+
+impl ZstdState {
+    /// Compresses `input` at `level` into `self.scratch`.
+    fn compress(&mut self, level: i32, input: &[u8]) -> Result<(), ChunkError> {
+        let index = match self.contexts.iter().position(|(l, _)| *l == level) {
+            Some(index) => index,
+            None => {
+                self.contexts.push((level, zstd_compressor(level)?));
+                self.contexts.len() - 1
+            }
+        };
+        let compressor = &mut self.contexts[index].1;
+        self.scratch.clear();
+        self.scratch
+            .reserve(zstd::zstd_safe::compress_bound(input.len()));
+        compressor
+            .compress_to_buffer(input, &mut self.scratch)
+            .map_err(|e| ChunkError::Compress(e.to_string()))?;
+        Ok(())
+    }
 }
 
 thread_local! {
-    /// One zstd context per thread, reused: creating one per block made the
+    /// zstd contexts per thread, reused: creating one per block made the
     /// kernel zero fresh pages for its tables every time (a quarter of the
     /// push path's CPU in the profile).
-    static ZSTD_COMPRESSOR: std::cell::RefCell<ZstdSlot> =
-        std::cell::RefCell::new(ZstdSlot::default());
+    static ZSTD: std::cell::RefCell<ZstdState> = std::cell::RefCell::new(ZstdState::default());
 }
 
 fn decompress(data: &[u8], encoding: ChunkEncoding, raw_len: usize) -> Result<Vec<u8>, ChunkError> {
@@ -394,8 +459,8 @@ fn decompress(data: &[u8], encoding: ChunkEncoding, raw_len: usize) -> Result<Ve
         ChunkEncoding::Snappy => snap::raw::Decoder::new()
             .decompress_vec(data)
             .map_err(|e| ChunkError::Decompress(e.to_string()))?,
-        ChunkEncoding::Zstd => zstd::bulk::decompress(data, raw_len)
-            .map_err(|e| ChunkError::Decompress(e.to_string()))?,
+        ChunkEncoding::Zstd => zstd_decompress(data, raw_len)?,
+        ChunkEncoding::ZstdColumns => decompress_columns(data, raw_len)?,
     };
     if raw.len() != raw_len {
         return Err(ChunkError::Malformed(
@@ -403,6 +468,44 @@ fn decompress(data: &[u8], encoding: ChunkEncoding, raw_len: usize) -> Result<Ve
         ));
     }
     Ok(raw)
+}
+
+fn zstd_decompress(data: &[u8], len: usize) -> Result<Vec<u8>, ChunkError> {
+    let out =
+        zstd::bulk::decompress(data, len).map_err(|e| ChunkError::Decompress(e.to_string()))?;
+    if out.len() != len {
+        return Err(ChunkError::Malformed("column size differs from its header"));
+    }
+    Ok(out)
+}
+
+/// Data of a [`ChunkEncoding::ZstdColumns`] block: the raw lengths of the
+/// block's head (everything before the lines), text, numbers and hex
+/// columns, then each of them zstd-compressed and length-prefixed.
+fn decompress_columns(data: &[u8], raw_len: usize) -> Result<Vec<u8>, ChunkError> {
+    let mut buf = data;
+    let mut lens = [0usize; 4];
+    for len in &mut lens {
+        *len = get_varint(&mut buf)? as usize;
+    }
+    let [head_len, text_len, numbers_len, hex_len] = lens;
+    // Bounds of what splitting the lines can produce, checked before
+    // anything is allocated for them.
+    let lines_len = raw_len
+        .checked_sub(head_len)
+        .ok_or(ChunkError::Malformed("block head longer than the block"))?;
+    if text_len > 2 * lines_len || numbers_len > lines_len || hex_len > lines_len / 2 + 1 {
+        return Err(ChunkError::Malformed("column longer than its block allows"));
+    }
+    let mut out = zstd_decompress(get_bytes(&mut buf)?, head_len)?;
+    out.reserve(lines_len);
+    let columns = columns::Columns {
+        text: zstd_decompress(get_bytes(&mut buf)?, text_len)?,
+        numbers: zstd_decompress(get_bytes(&mut buf)?, numbers_len)?,
+        hex: zstd_decompress(get_bytes(&mut buf)?, hex_len)?,
+    };
+    columns::join(&columns, &mut out)?;
+    Ok(out)
 }
 
 /// A chunk as stored: its identity and its blocks.
@@ -580,6 +683,7 @@ mod tests {
             ChunkEncoding::None,
             ChunkEncoding::Snappy,
             ChunkEncoding::Zstd,
+            ChunkEncoding::ZstdColumns,
         ] {
             let input = entries(500);
             let mut multiline = entries(20);
@@ -637,8 +741,46 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn columns_block_round_trips_and_refuses_damage() {
+        let input: Vec<Entry> = (0..300u64)
+            .map(|i| Entry {
+                ts: 1_700_000_000_000_000_000 + i as i64,
+                line: format!(
+                    "ts=2026-01-01T00:00:{:02}.{:06}Z request_id={:032x} bytes={} \u{e9}\u{F5}",
+                    i % 60,
+                    i * 7,
+                    i.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                    i * 1000
+                ),
+                metadata: vec![("detected_level".into(), "info".into())],
+            })
+            .collect();
+        let block = Block::encode(input.clone(), ChunkEncoding::ZstdColumns).unwrap();
+        assert_eq!(block.decode().unwrap(), input);
+        // Truncated data is an error; flipped bytes (which the chunk
+        // object's checksum catches first) never panic.
+        for cut in (0..block.data.len()).step_by(7) {
+            let damaged = Block {
+                data: block.data.slice(..cut),
+                ..block.clone()
+            };
+            assert!(damaged.decode().is_err(), "cut at {cut}");
+        }
+        for at in (0..block.data.len()).step_by(5) {
+            let mut bytes = block.data.to_vec();
+            bytes[at] ^= 0x55;
+            let _ = Block {
+                data: bytes.into(),
+                ..block.clone()
+            }
+            .decode();
+        }
+    }
+
     /// Compression ratio on a genlogs.py file, counting whole chunk objects
-    /// (256 KiB blocks, 1.5 MiB chunks): set LUCIA_GENLOGS to its path.
+    /// (256 KiB blocks, 1.5 MiB chunks): set LUCIA_GENLOGS to its path,
+    /// LUCIA_CHUNK_ENCODING (`zstd` or `zstd-columns`) and LUCIA_CHUNK_LEVEL.
     #[test]
     #[ignore]
     fn compression_ratio() {
@@ -660,6 +802,15 @@ mod tests {
             .0
             .len()
         };
+        let encoding = match std::env::var("LUCIA_CHUNK_ENCODING").as_deref() {
+            Ok("zstd-columns") => ChunkEncoding::ZstdColumns,
+            _ => ChunkEncoding::Zstd,
+        };
+        let level = std::env::var("LUCIA_CHUNK_LEVEL")
+            .ok()
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(encoding.default_level());
+        let mut encode_time = std::time::Duration::ZERO;
         let started = std::time::Instant::now();
         let lines: Vec<&str> = text.lines().collect();
         for (i, line) in lines.iter().enumerate() {
@@ -671,7 +822,10 @@ mod tests {
                 metadata: vec![],
             });
             if size >= 256 * 1024 || i + 1 == lines.len() {
-                blocks.push(Block::encode(std::mem::take(&mut head), ChunkEncoding::Zstd).unwrap());
+                let encoding_started = std::time::Instant::now();
+                let block = Block::encode_with_level(std::mem::take(&mut head), encoding, level);
+                encode_time += encoding_started.elapsed();
+                blocks.push(block.unwrap());
                 size = 0;
                 let compressed: usize = blocks.iter().map(|b| b.data.len()).sum();
                 if compressed >= 1536 * 1024 || i + 1 == lines.len() {
@@ -680,9 +834,10 @@ mod tests {
             }
         }
         println!(
-            "raw {raw} stored {stored} ratio {:.2} in {:?}",
+            "{encoding:?} level {level}: raw {raw} stored {stored} ratio {:.3} in {:?}, block encoding {:.2} ns per raw byte",
             raw as f64 / stored as f64,
-            started.elapsed()
+            started.elapsed(),
+            encode_time.as_nanos() as f64 / raw as f64,
         );
     }
 }
