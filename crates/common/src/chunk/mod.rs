@@ -6,7 +6,9 @@
 //! each ended by `\n`. Keeping timestamps apart from the text lets the
 //! compressor see the lines as one text, as in a log file, and the deltas
 //! shrink 8-byte timestamps to a byte or two. Newline-ended lines compress
-//! ~5% better than a column of lengths, which is the fallback.
+//! ~5% better than a column of lengths, which is the fallback. The
+//! `zstd-columns` encoding further splits the lines into text, numbers and
+//! hex ids ([`columns`]) and compresses each apart.
 //!
 //! Chunk object (what is PUT to the store), all integers varints unless noted:
 //! `"LCK1"`, version u8, then tenant, labels (length-prefixed), from, through
@@ -368,7 +370,8 @@ fn compress(
             let mut columns = std::mem::take(&mut state.columns);
             columns.clear();
             columns::split(lines, &mut columns);
-            let mut out = Vec::new();
+            let mut out = std::mem::take(&mut state.out);
+            out.clear();
             for len in [
                 head.len(),
                 columns.text.len(),
@@ -387,7 +390,10 @@ fn compress(
                 put_bytes(&mut out, &state.scratch);
             }
             state.columns = columns;
-            Ok(Bytes::from(out))
+            // Exact size, as for zstd above.
+            let data = Bytes::copy_from_slice(&out);
+            state.out = out;
+            Ok(data)
         }),
     }
 }
@@ -423,6 +429,8 @@ struct ZstdState {
     /// The last compressed output.
     scratch: Vec<u8>,
     columns: columns::Columns,
+    /// A block's columns, put together.
+    out: Vec<u8>,
 }
 
 impl ZstdState {
