@@ -224,24 +224,31 @@ impl Fanout {
             .in_process
             .then(|| LOCAL_INGESTERS.lock().get(addr).cloned())
             .flatten();
-        if let Some(ingester) = local {
-            return match tokio::time::timeout(self.timeout, ingester.push(tenant, request)).await {
-                Ok(result) => result.map_err(tonic::Status::from),
-                Err(_) => Err(tonic::Status::deadline_exceeded(format!(
-                    "push to ingester {addr} timed out after {:?}",
-                    self.timeout
-                ))),
-            };
-        }
-        let mut client = self.client(addr)?;
-        let mut request = tonic::Request::new(request);
-        let org_id = tenant.parse().map_err(|_| {
-            tonic::Status::internal(format!("tenant {tenant:?} is not valid metadata"))
-        })?;
-        request.metadata_mut().insert(ORG_ID_METADATA, org_id);
-        request.set_timeout(self.timeout);
-        match tokio::time::timeout(self.timeout, client.push(request)).await {
-            Ok(Ok(_)) => Ok(()),
+        // Both ways answer alike: the same timeout, errors and logs.
+        let outcome = match local {
+            Some(ingester) => {
+                let push = async {
+                    ingester
+                        .push(tenant, request)
+                        .await
+                        .map_err(tonic::Status::from)
+                };
+                tokio::time::timeout(self.timeout, push).await
+            }
+            None => {
+                let mut client = self.client(addr)?;
+                let mut request = tonic::Request::new(request);
+                let org_id = tenant.parse().map_err(|_| {
+                    tonic::Status::internal(format!("tenant {tenant:?} is not valid metadata"))
+                })?;
+                request.metadata_mut().insert(ORG_ID_METADATA, org_id);
+                request.set_timeout(self.timeout);
+                let push = async { client.push(request).await.map(|_| ()) };
+                tokio::time::timeout(self.timeout, push).await
+            }
+        };
+        match outcome {
+            Ok(Ok(())) => Ok(()),
             Ok(Err(status)) => {
                 tracing::warn!(ingester = addr, code = ?status.code(), message = status.message(), "push to ingester failed");
                 Err(status)

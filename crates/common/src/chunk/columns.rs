@@ -7,8 +7,9 @@
 //! the text leaves a column of near-identical line templates, which even
 //! zstd's faster levels shrink many times over, and two small columns of
 //! values: numbers as varints and hex ids as packed nibbles, half the size
-//! of their text. On genlogs' mixed logs this stores ~5.8x where zstd alone
-//! needs a level four times as slow for 5.4x (BENCHMARKS.md).
+//! of their text. On genlogs' mixed logs, with the text at zstd level 5,
+//! this stores 5.67x where zstd alone stores 5.50x at level 9, twice as
+//! slow (BENCHMARKS.md).
 //!
 //! The text column holds every other byte as is, and two-byte placeholders:
 //! - `NUMBER len`: a run of `len` ASCII digits (1 to 19, leading zeros
