@@ -7,7 +7,8 @@
 #   scripts/bench-push.sh [SIZE_MB] [STREAMS] [ZSTD_LEVEL] [ENCODING]
 #
 # ZSTD_LEVEL and ENCODING (zstd-columns, zstd, snappy, none) default to the
-# ingester's defaults.
+# ingester's defaults. LUCIA_BIN runs a given binary instead of building one
+# (to compare two builds side by side).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/lucia-target}"
@@ -17,8 +18,12 @@ LEVEL="${3:-}"
 ENCODING="${4:-}"
 GENLOGS="$(cd .. && pwd)/shared/tools/genlogs.py"
 
-cargo build --release --bin lucia
-BIN="$CARGO_TARGET_DIR/release/lucia"
+if [ -n "${LUCIA_BIN:-}" ]; then
+    BIN="$LUCIA_BIN"
+else
+    cargo build --release --bin lucia
+    BIN="$CARGO_TARGET_DIR/release/lucia"
+fi
 WORK="$(mktemp -d)"
 trap 'kill "$PID" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 

@@ -2,18 +2,21 @@
 //! compressor level does what a slow one does on the plain text.
 //!
 //! Most bytes of a log line that a general-purpose compressor cannot
-//! predict are numbers (timestamps, latencies, sizes, addresses) and
+//! predict are long numbers (timestamps' fractions, sizes, ids) and
 //! random identifiers (request and trace ids in hex). Taking them out of
 //! the text leaves a column of near-identical line templates, which even
 //! zstd's faster levels shrink many times over, and two small columns of
 //! values: numbers as varints and hex ids as packed nibbles, half the size
-//! of their text. On genlogs' mixed logs, with the text at zstd level 5,
-//! this stores 5.67x where zstd alone stores 5.50x at level 9, twice as
-//! slow (BENCHMARKS.md).
+//! of their text. Short numbers stay in the text ([`MIN_NUMBER_DIGITS`]).
+//! On genlogs' mixed logs, with the lines also regrouped by format
+//! ([`super::group`]) and the text at zstd level 3, this stores 5.6x where
+//! zstd alone stores 5.5x at level 9, four times slower (BENCHMARKS.md).
 //!
 //! The text column holds every other byte as is, and two-byte placeholders:
 //! - `NUMBER len`: a run of `len` ASCII digits (1 to 19, leading zeros
-//!   kept by the length), its value the next varint of the numbers column;
+//!   kept by the length), its value the next varint of the numbers column
+//!   (runs of at least [`MIN_NUMBER_DIGITS`] are written so, in parts of
+//!   at most 19 digits; reading accepts any length from 1);
 //! - `HEX len`: a word of `len` lowercase hex digits, letters and digits
 //!   both (at least [`MIN_HEX_DIGITS`]), its nibbles the next
 //!   `len.div_ceil(2)` bytes of the hex column;
@@ -31,6 +34,13 @@ const HEX: u8 = 0xF6;
 const ESCAPE: u8 = 0xF7;
 /// Most digits whose value fits a u64 whatever they are.
 const MAX_NUMBER_DIGITS: usize = 19;
+/// Shorter digit runs stay in the text: they are mostly parts of the
+/// line's template (status codes, years, versions, small counts), which
+/// the compressor matches there and entropy-codes at about 3.3 bits per
+/// digit, while a varint costs a byte and its placeholder breaks the
+/// template's matches. On genlogs' logs, 5 stores 5-12% more compactly
+/// than taking every digit run out (BENCHMARKS.md).
+const MIN_NUMBER_DIGITS: usize = 5;
 /// Shorter hex words are mostly real words ("cafe", "added") or short
 /// numbers, which gain nothing from packing.
 pub const MIN_HEX_DIGITS: usize = 8;
@@ -87,8 +97,12 @@ pub fn split(input: &[u8], out: &mut Columns) {
     let n = input.len();
     // Text is copied in runs: `input[copied..]` is not in `out.text` yet,
     // and only placeholders interrupt a run. Only digits and code bytes
-    // need a look; words without digits stay in the run.
+    // need a look; words without digits stay in the run, and so do words
+    // whose digits stay text.
     let mut copied = 0;
+    // Where the last word looked at ended: words are maximal, so the next
+    // one starts at or after it (this keeps the scan linear).
+    let mut floor = 0;
     let mut i = 0;
     loop {
         i = next_digit_or_code(input, i);
@@ -100,12 +114,11 @@ pub fn split(input: &[u8], out: &mut Columns) {
             out.text.push(ESCAPE);
             copied = i;
             i += 1;
+            floor = i;
             continue;
         }
-        // The word around this digit. Words are maximal, so the one before
-        // ended at a non-word byte at or after `copied`.
         let mut start = i;
-        while start > copied && CLASS[usize::from(input[start - 1])] & WORD != 0 {
+        while start > floor && CLASS[usize::from(input[start - 1])] & WORD != 0 {
             start -= 1;
         }
         let mut kinds = 0;
@@ -118,10 +131,33 @@ pub fn split(input: &[u8], out: &mut Columns) {
             kinds |= class;
             end += 1;
         }
-        out.text.extend_from_slice(&input[copied..start]);
-        split_word(&input[start..end], kinds, out);
-        copied = end;
+        let word = &input[start..end];
+        if is_hex_id(word, kinds) {
+            out.text.extend_from_slice(&input[copied..start]);
+            put_hex_id(word, out);
+            copied = end;
+        } else {
+            // Long digit runs become numbers; the rest stays in the run.
+            let mut j = i - start;
+            while j < word.len() {
+                if !word[j].is_ascii_digit() {
+                    j += 1;
+                    continue;
+                }
+                let run_start = j;
+                while j < word.len() && word[j].is_ascii_digit() {
+                    j += 1;
+                }
+                if j - run_start >= MIN_NUMBER_DIGITS {
+                    out.text
+                        .extend_from_slice(&input[copied..start + run_start]);
+                    put_numbers(&word[run_start..j], out);
+                    copied = start + j;
+                }
+            }
+        }
         i = end;
+        floor = end;
     }
     out.text.extend_from_slice(&input[copied..]);
 }
@@ -159,29 +195,52 @@ fn next_digit_or_code(input: &[u8], mut from: usize) -> usize {
     }
 }
 
-/// One word holding digits, given the classes of its bytes.
+/// Whether a word (with the classes of its bytes) is a hex id: lowercase
+/// hex digits, letters and digits both, long enough to gain from packing.
+fn is_hex_id(word: &[u8], kinds: u8) -> bool {
+    kinds == DIGIT | HEX_LETTER && word.len() >= MIN_HEX_DIGITS
+}
+
+/// One word holding digits, given the classes of its bytes: the
+/// definition that [`split`] implements faster.
+#[cfg(test)]
 fn split_word(word: &[u8], kinds: u8, out: &mut Columns) {
-    if kinds == DIGIT | HEX_LETTER && word.len() >= MIN_HEX_DIGITS {
-        for part in word.chunks(MAX_HEX_DIGITS) {
-            put_hex(part, out);
-        }
+    if is_hex_id(word, kinds) {
+        put_hex_id(word, out);
         return;
     }
     let mut i = 0;
     while i < word.len() {
-        if !word[i].is_ascii_digit() {
+        let start = i;
+        while i < word.len() && word[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i - start >= MIN_NUMBER_DIGITS {
+            put_numbers(&word[start..i], out);
+        } else if i == start {
             out.text.push(word[i]);
             i += 1;
-            continue;
+        } else {
+            out.text.extend_from_slice(&word[start..i]);
         }
-        let start = i;
-        let mut value = 0u64;
-        while i < word.len() && word[i].is_ascii_digit() && i - start < MAX_NUMBER_DIGITS {
-            value = value * 10 + u64::from(word[i] - b'0');
-            i += 1;
-        }
-        out.text.extend_from_slice(&[NUMBER, (i - start) as u8]);
+    }
+}
+
+/// A run of at least [`MIN_NUMBER_DIGITS`] digits, as numbers of at most
+/// [`MAX_NUMBER_DIGITS`] digits each.
+fn put_numbers(digits: &[u8], out: &mut Columns) {
+    for part in digits.chunks(MAX_NUMBER_DIGITS) {
+        let value = part
+            .iter()
+            .fold(0u64, |value, d| value * 10 + u64::from(d - b'0'));
+        out.text.extend_from_slice(&[NUMBER, part.len() as u8]);
         encode_varint(value, &mut out.numbers);
+    }
+}
+
+fn put_hex_id(word: &[u8], out: &mut Columns) {
+    for part in word.chunks(MAX_HEX_DIGITS) {
+        put_hex(part, out);
     }
 }
 
@@ -282,11 +341,17 @@ mod tests {
     fn numbers_and_hex_ids_leave_the_text() {
         let line = b"ts=2026-01-01T00:00:00.000363Z request_id=83efa9f3a1c7cc8a04351b64893ad232 pod=a-f35836-xj5dc bytes=007\n";
         let columns = round_trip(line);
-        assert!(!columns.text.windows(4).any(|w| w == b"2026"));
+        assert!(!columns.text.windows(6).any(|w| w == b"000363"));
         assert!(!columns.text.windows(8).any(|w| w == b"83efa9f3"));
         assert_eq!(columns.hex.len(), 16);
-        // Short hex-looking words stay text; their digits are numbers.
+        // Short hex-looking words stay text; their long digit runs are
+        // numbers, short ones text.
         assert!(columns.text.windows(3).any(|w| w == b"a-f"));
+        assert!(!columns.text.windows(5).any(|w| w == b"35836"));
+        assert!(columns.text.windows(5).any(|w| w == b"xj5dc"));
+        assert!(columns.text.windows(4).any(|w| w == b"2026"));
+        assert!(columns.text.windows(3).any(|w| w == b"007"));
+        assert_eq!(columns.numbers.len(), 2 + 3);
     }
 
     #[test]

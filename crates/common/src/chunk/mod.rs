@@ -7,8 +7,9 @@
 //! compressor see the lines as one text, as in a log file, and the deltas
 //! shrink 8-byte timestamps to a byte or two. Newline-ended lines compress
 //! ~5% better than a column of lengths, which is the fallback. The
-//! `zstd-columns` encoding further splits the lines into text, numbers and
-//! hex ids ([`columns`]) and compresses each apart.
+//! `zstd-columns` encoding further regroups the lines by format ([`group`])
+//! and splits them into text, numbers and hex ids ([`columns`]), each
+//! compressed apart.
 //!
 //! Chunk object (what is PUT to the store), all integers varints unless noted:
 //! `"LCK1"`, version u8, then tenant, labels (length-prefixed), from, through
@@ -20,17 +21,22 @@ use bytes::{Buf, BufMut, Bytes};
 use prost::encoding::{decode_varint, encode_varint};
 
 mod columns;
+mod group;
 
 /// Block compression.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ChunkEncoding {
     Zstd,
-    /// The lines split into text, numbers and hex ids ([`columns`]), each
-    /// compressed with zstd: the text at the configured level, the rest at
-    /// level 1.
+    /// The lines regrouped by format ([`group`]) and split into text,
+    /// numbers and hex ids ([`columns`]), each compressed with zstd: the
+    /// text at the configured level, the rest at level 1.
     #[serde(rename = "zstd-columns")]
     ZstdColumns,
+    /// The first form of [`Self::ZstdColumns`], without regrouping: still
+    /// read, no longer written by default.
+    #[serde(skip_deserializing)]
+    ZstdColumnsUngrouped,
     Snappy,
     None,
 }
@@ -42,8 +48,10 @@ pub enum ChunkEncoding {
 /// `ingester.chunk_compression_level` overrides it.
 pub const DEFAULT_ZSTD_LEVEL: i32 = 9;
 /// Default zstd level of the text column of [`ChunkEncoding::ZstdColumns`]
-/// blocks: see BENCHMARKS.md for the measurements behind it.
-pub const DEFAULT_COLUMNS_LEVEL: i32 = 5;
+/// blocks. On genlogs' mixed logs (one core, 256 KiB blocks): level 3
+/// stores 5.58x at 2.1 ns per raw byte, 4 5.99x at 3.8, 5 6.17x at 4.0;
+/// level 3 keeps the push path fast with 5x to spare (BENCHMARKS.md).
+pub const DEFAULT_COLUMNS_LEVEL: i32 = 3;
 /// Layout byte: lines ended by `\n` / lines with a column of lengths.
 const LINES_NEWLINE: u8 = 0;
 const LINES_LENGTHS: u8 = 1;
@@ -119,7 +127,7 @@ impl ChunkEncoding {
     /// The zstd level used when none is configured.
     pub fn default_level(self) -> i32 {
         match self {
-            Self::ZstdColumns => DEFAULT_COLUMNS_LEVEL,
+            Self::ZstdColumns | Self::ZstdColumnsUngrouped => DEFAULT_COLUMNS_LEVEL,
             _ => DEFAULT_ZSTD_LEVEL,
         }
     }
@@ -129,7 +137,8 @@ impl ChunkEncoding {
             Self::None => 0,
             Self::Snappy => 1,
             Self::Zstd => 2,
-            Self::ZstdColumns => 3,
+            Self::ZstdColumnsUngrouped => 3,
+            Self::ZstdColumns => 4,
         }
     }
 
@@ -138,7 +147,8 @@ impl ChunkEncoding {
             0 => Ok(Self::None),
             1 => Ok(Self::Snappy),
             2 => Ok(Self::Zstd),
-            3 => Ok(Self::ZstdColumns),
+            3 => Ok(Self::ZstdColumnsUngrouped),
+            4 => Ok(Self::ZstdColumns),
             other => Err(ChunkError::UnknownEncoding(other)),
         }
     }
@@ -363,39 +373,73 @@ fn compress(
             // than the raw block).
             Ok(Bytes::copy_from_slice(&state.scratch))
         }),
-        ChunkEncoding::ZstdColumns => ZSTD.with(|state| {
-            let mut state = state.borrow_mut();
-            let state = &mut *state;
-            let (head, lines) = raw.split_at(lines_start.min(raw.len()));
-            let mut columns = std::mem::take(&mut state.columns);
-            columns.clear();
-            columns::split(lines, &mut columns);
-            let mut out = std::mem::take(&mut state.out);
-            out.clear();
-            for len in [
-                head.len(),
-                columns.text.len(),
-                columns.numbers.len(),
-                columns.hex.len(),
-            ] {
-                encode_varint(len as u64, &mut out);
-            }
-            for (part, level) in [
-                (head, VALUES_ZSTD_LEVEL),
-                (columns.text.as_slice(), zstd_level),
-                (columns.numbers.as_slice(), VALUES_ZSTD_LEVEL),
-                (columns.hex.as_slice(), VALUES_ZSTD_LEVEL),
-            ] {
-                state.compress(level, part)?;
-                put_bytes(&mut out, &state.scratch);
-            }
-            state.columns = columns;
-            // Exact size, as for zstd above.
-            let data = Bytes::copy_from_slice(&out);
-            state.out = out;
-            Ok(data)
+        ChunkEncoding::ZstdColumns | ChunkEncoding::ZstdColumnsUngrouped => ZSTD.with(|state| {
+            let grouped = encoding == ChunkEncoding::ZstdColumns;
+            compress_columns(
+                &mut state.borrow_mut(),
+                raw,
+                lines_start,
+                zstd_level,
+                grouped,
+            )
         }),
     }
+}
+
+/// Data of the column encodings: the raw lengths of the block's head
+/// (everything before the lines), text, numbers, hex ids and, when
+/// `grouped`, line groups and a flags varint (bit 0: the last line had no
+/// newline); then each part's zstd frame, length-prefixed. Grouped, a part
+/// with nothing in it has no frame.
+fn compress_columns(
+    state: &mut ZstdState,
+    raw: &[u8],
+    lines_start: usize,
+    zstd_level: i32,
+    grouped: bool,
+) -> Result<Bytes, ChunkError> {
+    let (head, lines) = raw.split_at(lines_start.min(raw.len()));
+    let mut columns = std::mem::take(&mut state.columns);
+    columns.clear();
+    let mut grouping = std::mem::take(&mut state.grouping);
+    if grouped {
+        group::regroup(lines, &mut grouping, &mut state.group_scratch, |record| {
+            columns::split(record, &mut columns)
+        });
+    } else {
+        columns::split(lines, &mut columns);
+    }
+    let mut out = std::mem::take(&mut state.out);
+    out.clear();
+    let mut parts = vec![
+        (head, VALUES_ZSTD_LEVEL),
+        (columns.text.as_slice(), zstd_level),
+        (columns.numbers.as_slice(), VALUES_ZSTD_LEVEL),
+        (columns.hex.as_slice(), VALUES_ZSTD_LEVEL),
+    ];
+    if grouped {
+        parts.push((grouping.kinds.as_slice(), VALUES_ZSTD_LEVEL));
+    }
+    for (part, _) in &parts {
+        encode_varint(part.len() as u64, &mut out);
+    }
+    if grouped {
+        encode_varint(u64::from(grouping.unterminated), &mut out);
+    }
+    let result = parts.iter().try_for_each(|&(part, level)| {
+        if grouped && part.is_empty() {
+            return Ok(());
+        }
+        state.compress(level, part)?;
+        put_bytes(&mut out, &state.scratch);
+        Ok(())
+    });
+    // Exact size, as for zstd above.
+    let data = Bytes::copy_from_slice(&out);
+    state.columns = columns;
+    state.grouping = grouping;
+    state.out = out;
+    result.map(|()| data)
 }
 
 /// The level of the [`ChunkEncoding::ZstdColumns`] columns other than the
@@ -430,6 +474,8 @@ struct ZstdState {
     /// The last compressed output.
     scratch: Vec<u8>,
     columns: columns::Columns,
+    grouping: group::Grouping,
+    group_scratch: group::Scratch,
     /// A block's columns, put together.
     out: Vec<u8>,
 }
@@ -469,7 +515,8 @@ fn decompress(data: &[u8], encoding: ChunkEncoding, raw_len: usize) -> Result<Ve
             .decompress_vec(data)
             .map_err(|e| ChunkError::Decompress(e.to_string()))?,
         ChunkEncoding::Zstd => zstd_decompress(data, raw_len)?,
-        ChunkEncoding::ZstdColumns => decompress_columns(data, raw_len)?,
+        ChunkEncoding::ZstdColumns => decompress_columns(data, raw_len, true)?,
+        ChunkEncoding::ZstdColumnsUngrouped => decompress_columns(data, raw_len, false)?,
     };
     if raw.len() != raw_len {
         return Err(ChunkError::Malformed(
@@ -488,32 +535,56 @@ fn zstd_decompress(data: &[u8], len: usize) -> Result<Vec<u8>, ChunkError> {
     Ok(out)
 }
 
-/// Data of a [`ChunkEncoding::ZstdColumns`] block: the raw lengths of the
-/// block's head (everything before the lines), text, numbers and hex
-/// columns, then each of them zstd-compressed and length-prefixed.
-fn decompress_columns(data: &[u8], raw_len: usize) -> Result<Vec<u8>, ChunkError> {
+/// Rebuilds a block from what [`compress_columns`] made.
+fn decompress_columns(data: &[u8], raw_len: usize, grouped: bool) -> Result<Vec<u8>, ChunkError> {
     let mut buf = data;
-    let mut lens = [0usize; 4];
-    for len in &mut lens {
+    let mut lens = [0usize; 5];
+    for len in lens.iter_mut().take(if grouped { 5 } else { 4 }) {
         *len = get_varint(&mut buf)? as usize;
     }
-    let [head_len, text_len, numbers_len, hex_len] = lens;
+    let [head_len, text_len, numbers_len, hex_len, kinds_len] = lens;
+    let unterminated = match grouped.then(|| get_varint(&mut buf)).transpose()? {
+        None | Some(0) => false,
+        Some(1) => true,
+        Some(_) => return Err(ChunkError::Malformed("unknown column flags")),
+    };
     // Bounds of what splitting the lines can produce, checked before
-    // anything is allocated for them.
+    // anything is allocated for them (grouping may add one newline).
     let lines_len = raw_len
         .checked_sub(head_len)
         .ok_or(ChunkError::Malformed("block head longer than the block"))?;
-    if text_len > 2 * lines_len || numbers_len > lines_len || hex_len > lines_len / 2 + 1 {
+    if text_len > 2 * lines_len + 2
+        || numbers_len > lines_len
+        || hex_len > lines_len / 2 + 1
+        || kinds_len > lines_len + 1
+    {
         return Err(ChunkError::Malformed("column longer than its block allows"));
     }
-    let mut out = zstd_decompress(get_bytes(&mut buf)?, head_len)?;
-    out.reserve(lines_len);
-    let columns = columns::Columns {
-        text: zstd_decompress(get_bytes(&mut buf)?, text_len)?,
-        numbers: zstd_decompress(get_bytes(&mut buf)?, numbers_len)?,
-        hex: zstd_decompress(get_bytes(&mut buf)?, hex_len)?,
+    let mut part = |len: usize| -> Result<Vec<u8>, ChunkError> {
+        if grouped && len == 0 {
+            return Ok(Vec::new());
+        }
+        zstd_decompress(get_bytes(&mut buf)?, len)
     };
-    columns::join(&columns, &mut out)?;
+    let mut out = part(head_len)?;
+    let columns = columns::Columns {
+        text: part(text_len)?,
+        numbers: part(numbers_len)?,
+        hex: part(hex_len)?,
+    };
+    if grouped {
+        let grouping = group::Grouping {
+            kinds: part(kinds_len)?,
+            unterminated,
+        };
+        let mut lines = Vec::with_capacity(lines_len + 1);
+        columns::join(&columns, &mut lines)?;
+        out.reserve(lines_len);
+        group::ungroup(&lines, &grouping, &mut out)?;
+    } else {
+        out.reserve(lines_len);
+        columns::join(&columns, &mut out)?;
+    }
     Ok(out)
 }
 
@@ -693,6 +764,7 @@ mod tests {
             ChunkEncoding::Snappy,
             ChunkEncoding::Zstd,
             ChunkEncoding::ZstdColumns,
+            ChunkEncoding::ZstdColumnsUngrouped,
         ] {
             let input = entries(500);
             let mut multiline = entries(20);
@@ -752,11 +824,13 @@ mod tests {
 
     #[test]
     fn columns_block_round_trips_and_refuses_damage() {
+        // Three line formats interleaved, so the lines are regrouped.
         let input: Vec<Entry> = (0..300u64)
             .map(|i| Entry {
                 ts: 1_700_000_000_000_000_000 + i as i64,
                 line: format!(
-                    "ts=2026-01-01T00:00:{:02}.{:06}Z request_id={:032x} bytes={} \u{e9}\u{F5}",
+                    "{}2026-01-01T00:00:{:02}.{:06}Z request_id={:032x} bytes={} \u{e9}\u{F5}",
+                    ["ts=", "{\"timestamp\":", "10.0.0.1 "][i as usize % 3],
                     i % 60,
                     i * 7,
                     i.wrapping_mul(0x9E37_79B9_7F4A_7C15),
@@ -767,6 +841,8 @@ mod tests {
             .collect();
         let block = Block::encode(input.clone(), ChunkEncoding::ZstdColumns).unwrap();
         assert_eq!(block.decode().unwrap(), input);
+        let ungrouped = Block::encode(input.clone(), ChunkEncoding::ZstdColumnsUngrouped).unwrap();
+        assert_eq!(ungrouped.decode().unwrap(), input);
         // Truncated data is an error; flipped bytes (which the chunk
         // object's checksum catches first) never panic.
         for cut in (0..block.data.len()).step_by(7) {
@@ -789,7 +865,8 @@ mod tests {
 
     /// Compression ratio on a genlogs.py file, counting whole chunk objects
     /// (256 KiB blocks, 1.5 MiB chunks): set LUCIA_GENLOGS to its path,
-    /// LUCIA_CHUNK_ENCODING (`zstd` or `zstd-columns`) and LUCIA_CHUNK_LEVEL.
+    /// LUCIA_CHUNK_ENCODING (`zstd`, `zstd-columns` or
+    /// `zstd-columns-ungrouped`) and LUCIA_CHUNK_LEVEL.
     #[test]
     #[ignore]
     fn compression_ratio() {
@@ -813,6 +890,7 @@ mod tests {
         };
         let encoding = match std::env::var("LUCIA_CHUNK_ENCODING").as_deref() {
             Ok("zstd-columns") => ChunkEncoding::ZstdColumns,
+            Ok("zstd-columns-ungrouped") => ChunkEncoding::ZstdColumnsUngrouped,
             _ => ChunkEncoding::Zstd,
         };
         let level = std::env::var("LUCIA_CHUNK_LEVEL")
