@@ -18,6 +18,10 @@ LEVEL="${3:-}"
 ENCODING="${4:-}"
 GENLOGS="$(cd .. && pwd)/shared/tools/genlogs.py"
 
+# /usr/bin/time (Debian's `time`) measures the server's CPU; zstd the baseline.
+for tool in time zstd; do
+    [ -x "/usr/bin/$tool" ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$tool"
+done
 if [ -n "${LUCIA_BIN:-}" ]; then
     BIN="$LUCIA_BIN"
 else
@@ -25,7 +29,7 @@ else
     BIN="$CARGO_TARGET_DIR/release/lucia"
 fi
 WORK="$(mktemp -d)"
-trap 'kill "$PID" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+trap 'kill "${PID:-}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 python3 "$GENLOGS" --size-mb "$SIZE_MB" --format mixed -o "$WORK/logs.txt"
 RAW_BYTES=$(wc -c <"$WORK/logs.txt")
@@ -41,10 +45,14 @@ ${LEVEL:+  chunk_compression_level: $LEVEL}
 ${ENCODING:+  chunk_encoding: $ENCODING}
 YAML
 PORT=3190
-"$BIN" all --config.file "$WORK/lucia.yaml" --data.dir "$WORK/data" \
+# Under /usr/bin/time, for the CPU of the whole run including the final
+# flush (head blocks still open at the end are compressed then).
+/usr/bin/time -f "%U %S" -o "$WORK/cpu.txt" \
+    "$BIN" all --config.file "$WORK/lucia.yaml" --data.dir "$WORK/data" \
     --http.listen-address "127.0.0.1:$PORT" --log.level warn &
-PID=$!
+TIME_PID=$!
 until curl -sf "http://127.0.0.1:$PORT/ready" >/dev/null; do sleep 0.2; done
+PID=$(pgrep -P "$TIME_PID")
 # CPU seconds the server spent (user + system), from /proc/PID/stat.
 cpu_seconds() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$PID/stat"; }
 CPU_BEFORE=$(cpu_seconds)
@@ -58,7 +66,9 @@ HWM_KB=$(awk '/VmHWM/ {print $2}' "/proc/$PID/status")
 echo "resident memory after the push: $((RSS_KB / 1024)) MiB (peak $((HWM_KB / 1024)) MiB) with $STREAMS streams"
 
 kill -TERM "$PID"
-wait "$PID"
+wait "$TIME_PID"
+CPU_TOTAL=$(awk '{print $1 + $2}' "$WORK/cpu.txt")
+echo "server CPU during the push and the final flush: $(python3 -c "print(round($CPU_TOTAL - $CPU_BEFORE, 2))") s; raw MB per server CPU-second: $(python3 -c "print(round($RAW_BYTES / 1e6 / max($CPU_TOTAL - $CPU_BEFORE, 0.01), 1))")"
 # Object bytes only: directories are an artefact of the local filesystem store.
 STORED=$(find "$WORK/data/chunks" -type f -printf '%s\n' | awk '{s += $1} END {print s}')
 ZSTD3=$(zstd -3 -c -q "$WORK/logs.txt" | wc -c)

@@ -125,8 +125,9 @@ fn is_level_key(key: &[u8]) -> bool {
 }
 
 fn is_json_object(bytes: &[u8]) -> bool {
-    let trimmed = bytes.trim_ascii();
-    trimmed.first() == Some(&b'{') && trimmed.last() == Some(&b'}')
+    // The start first: the line's end is often not in the cache yet, and
+    // most lines are ruled out by their first byte.
+    bytes.trim_ascii_start().first() == Some(&b'{') && bytes.trim_ascii_end().last() == Some(&b'}')
 }
 
 /// The string value of the first `level`-like key at any depth of a JSON
