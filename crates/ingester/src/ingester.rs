@@ -385,7 +385,10 @@ impl Ingester {
         let guard = self.checkpoint_lock.read().await;
         let tenant = self.tenant(tenant_id);
         // The WAL record is encoded as the entries are accepted.
-        let mut record = self.wal.as_ref().map(|_| RecordBuilder::new(tenant_id));
+        let mut record = self
+            .wal
+            .as_ref()
+            .map(|_| RecordBuilder::new(tenant_id, wal_record_capacity(tenant_id, &request)));
         let mut too_old = Vec::new();
         let mut over_limit: Vec<(String, usize, usize)> = Vec::new();
         for stream in request.streams {
@@ -1063,6 +1066,25 @@ async fn checkpoint_loop(ingester: Arc<Ingester>, period: Duration, stop: Shutdo
 /// Runs the ingester on its own listener until `shutdown` is cancelled.
 pub async fn run(config: Config, process: ProcessConfig, shutdown: Shutdown) -> Result<(), Error> {
     lucia_common::server::run_role(process, shutdown, |ctx| start(config, ctx)).await
+}
+
+/// About the bytes of the WAL record of `request` (a little more: the
+/// record is built in one buffer that should not have to grow).
+fn wal_record_capacity(tenant_id: &str, request: &PushRequest) -> usize {
+    let entry = |e: &EntryAdapter| {
+        let metadata: usize = e
+            .structured_metadata
+            .iter()
+            .map(|p| p.name.len() + p.value.len() + 8)
+            .sum();
+        e.line.len() + metadata + 32
+    };
+    let streams: usize = request
+        .streams
+        .iter()
+        .map(|s| s.labels.len() + 16 + s.entries.iter().map(entry).sum::<usize>())
+        .sum();
+    tenant_id.len() + 8 + streams
 }
 
 #[cfg(test)]

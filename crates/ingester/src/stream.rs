@@ -364,7 +364,7 @@ mod tests {
     fn append_logged(s: &mut Stream, entries: Vec<Entry>) -> (Appended, Vec<Entry>) {
         use prost::Message as _;
         let mut id = 1;
-        let mut wal = RecordBuilder::new("t");
+        let mut wal = RecordBuilder::new("t", 0);
         let out = s
             .append(entries, &params(), 0, true, Some(&mut wal), &mut || {
                 id += 1;

@@ -54,14 +54,21 @@ pub struct WalRecord {
 }
 
 /// A [`WalRecord`] encoded while the push is applied, straight from the
-/// accepted entries: no copy of an entry is made for the WAL. The bytes
-/// are exactly a `WalRecord` (replay decodes them as one).
+/// accepted entries into one buffer: no copy of an entry is made for the
+/// WAL. The bytes are a `WalRecord` (replay decodes them as one): each
+/// stream's entries come before its labels (protobuf fields may come in
+/// any order), and its length is a varint padded to five bytes, written
+/// once the stream ends, so the entries need not be copied behind it.
 pub struct RecordBuilder {
     buf: Vec<u8>,
-    /// The current stream's encoded entries.
-    entries: Vec<u8>,
+    /// Where the current stream's length placeholder starts, once it has
+    /// an entry.
+    stream_start: Option<usize>,
     streams: usize,
 }
+
+/// Bytes of a stream's length placeholder: lengths up to 32 GiB.
+const STREAM_LEN_BYTES: usize = 5;
 
 fn len_field_len(len: usize) -> usize {
     1 + encoded_len_varint(len as u64) + len
@@ -74,14 +81,16 @@ fn put_len_field(out: &mut Vec<u8>, tag: u32, bytes: &[u8]) {
 }
 
 impl RecordBuilder {
-    pub fn new(tenant: &str) -> Self {
-        let mut buf = Vec::new();
+    /// A builder whose buffer starts with room for `capacity` bytes (the
+    /// request's size: growing it would copy the record again).
+    pub fn new(tenant: &str, capacity: usize) -> Self {
+        let mut buf = Vec::with_capacity(capacity);
         if !tenant.is_empty() {
             put_len_field(&mut buf, 1, tenant.as_bytes());
         }
         Self {
             buf,
-            entries: Vec::new(),
+            stream_start: None,
             streams: 0,
         }
     }
@@ -107,7 +116,12 @@ impl RecordBuilder {
                 .iter()
                 .map(|pair| len_field_len(pair_len(pair)))
                 .sum::<usize>();
-        let out = &mut self.entries;
+        let out = &mut self.buf;
+        if self.stream_start.is_none() {
+            encode_key(2, WireType::LengthDelimited, out);
+            self.stream_start = Some(out.len());
+            out.extend_from_slice(&[0; STREAM_LEN_BYTES]);
+        }
         out.reserve(len_field_len(len));
         encode_key(2, WireType::LengthDelimited, out);
         encode_varint(len as u64, out);
@@ -132,15 +146,16 @@ impl RecordBuilder {
 
     /// Ends the current stream, if it got entries.
     pub fn end_stream(&mut self, labels: &str) {
-        if self.entries.is_empty() {
+        let Some(start) = self.stream_start.take() else {
             return;
-        }
-        let len = len_field_len(labels.len()) + self.entries.len();
-        encode_key(2, WireType::LengthDelimited, &mut self.buf);
-        encode_varint(len as u64, &mut self.buf);
+        };
         put_len_field(&mut self.buf, 1, labels.as_bytes());
-        self.buf.extend_from_slice(&self.entries);
-        self.entries.clear();
+        let len = self.buf.len() - start - STREAM_LEN_BYTES;
+        let placeholder = &mut self.buf[start..start + STREAM_LEN_BYTES];
+        for (i, byte) in placeholder.iter_mut().enumerate() {
+            let more = if i + 1 < STREAM_LEN_BYTES { 0x80 } else { 0 };
+            *byte = ((len >> (7 * i)) & 0x7F) as u8 | more;
+        }
         self.streams += 1;
     }
 
@@ -272,11 +287,12 @@ mod tests {
             },
             Entry {
                 ts: 0,
-                line: "epoch".into(),
+                // Long enough for a stream length of three varint bytes.
+                line: "epoch ".repeat(4000),
                 metadata: vec![],
             },
         ];
-        let mut builder = RecordBuilder::new("tenant-1");
+        let mut builder = RecordBuilder::new("tenant-1", 0);
         builder.end_stream("{empty=\"stream\"}");
         assert!(builder.is_empty());
         for e in &entries[..2] {
@@ -316,7 +332,7 @@ mod tests {
         };
         assert_eq!(decoded, expected);
         assert_eq!(
-            RecordBuilder::new("").finish(),
+            RecordBuilder::new("", 64).finish(),
             WalRecord::default().encode_to_vec()
         );
     }

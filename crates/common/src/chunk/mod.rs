@@ -218,7 +218,10 @@ impl Block {
             encode_varint(zigzag(e.ts.wrapping_sub(prev)), &mut raw);
             prev = e.ts;
         }
-        let with_lengths = entries.iter().any(|e| e.line.contains('\n'));
+        // memchr: `str::contains(char)` walks the lines a char at a time.
+        let with_lengths = entries
+            .iter()
+            .any(|e| memchr::memchr(b'\n', e.line.as_bytes()).is_some());
         if with_lengths {
             raw.push(LINES_LENGTHS);
             for e in &entries {
