@@ -18,8 +18,13 @@ SIZE_MB="${1:-1000}"
 GENLOGS="$(cd .. && pwd)/shared/tools/genlogs.py"
 NEEDLE="needle-that-never-occurs-7f3a"
 
-cargo build --release --bin lucia
-BIN="$CARGO_TARGET_DIR/release/lucia"
+# LUCIA_BIN runs a given binary instead of building one.
+if [ -n "${LUCIA_BIN:-}" ]; then
+    BIN="$LUCIA_BIN"
+else
+    cargo build --release --bin lucia
+    BIN="$CARGO_TARGET_DIR/release/lucia"
+fi
 WORK="$(mktemp -d)"
 PID=""
 trap '[ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID"; rm -rf "$WORK"' EXIT
