@@ -38,7 +38,7 @@ const MAX_NUMBER_DIGITS: usize = 19;
 /// line's template (status codes, years, versions, small counts), which
 /// the compressor matches there and entropy-codes at about 3.3 bits per
 /// digit, while a varint costs a byte and its placeholder breaks the
-/// template's matches. On genlogs' logs, 5 stores 5-12% more compactly
+/// template's matches. On genlogs' logs, 5 stores 5-9% more compactly
 /// than taking every digit run out (BENCHMARKS.md).
 const MIN_NUMBER_DIGITS: usize = 5;
 /// Shorter hex words are mostly real words ("cafe", "added") or short

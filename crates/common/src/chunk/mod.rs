@@ -50,7 +50,8 @@ pub const DEFAULT_ZSTD_LEVEL: i32 = 9;
 /// Default zstd level of the text column of [`ChunkEncoding::ZstdColumns`]
 /// blocks. On genlogs' mixed logs (one core, 256 KiB blocks): level 3
 /// stores 5.58x at 2.1 ns per raw byte, 4 5.99x at 3.8, 5 6.17x at 4.0;
-/// level 3 keeps the push path fast with 5x to spare (BENCHMARKS.md).
+/// level 3 keeps the push path fast and still stores over 5x
+/// (BENCHMARKS.md).
 pub const DEFAULT_COLUMNS_LEVEL: i32 = 3;
 /// Layout byte: lines ended by `\n` / lines with a column of lengths.
 const LINES_NEWLINE: u8 = 0;
