@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -1055,13 +1055,22 @@ scrape_configs:
 "#,
         target.addr
     );
-    // Ownership by the key's parity, flipped on demand.
+    // Keys are given to the members alternately as they are first seen
+    // (keys hash the target's URL, whose port is random, so a rule on the
+    // key's bits could give one member every target); flipped on demand.
     let flipped = Arc::new(AtomicBool::new(false));
+    let assigned: Arc<std::sync::Mutex<HashMap<u64, u64>>> = Arc::default();
     let (tx, rx) = watch::channel(());
     let member = |parity: u64| {
         let flipped = flipped.clone();
+        let assigned = assigned.clone();
         Sharding::new(
-            move |key| (key % 2 == parity) != flipped.load(Ordering::SeqCst),
+            move |key| {
+                let mut assigned = assigned.lock().expect("no test thread panicked");
+                let count = assigned.len() as u64;
+                let owner = *assigned.entry(key).or_insert(count % 2);
+                (owner == parity) != flipped.load(Ordering::SeqCst)
+            },
             rx.clone(),
         )
     };
