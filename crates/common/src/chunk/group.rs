@@ -106,21 +106,24 @@ fn emit_record(record: &[u8], emit: &mut impl FnMut(&[u8])) {
     }
 }
 
-/// Puts the records of `grouped` (what [`regroup`] emitted) back in their
-/// original order, appending to `out`. Fails on a grouping that does not
-/// fit the records.
-pub fn ungroup(grouped: &[u8], grouping: &Grouping, out: &mut Vec<u8>) -> Result<(), ChunkError> {
+/// Puts the records in `lines[start..]` (what [`regroup`] emitted) back in
+/// their original order, in place: a block of one group (most streams) is
+/// only checked, not copied. Fails on a grouping that does not fit the
+/// records.
+pub fn ungroup(lines: &mut Vec<u8>, start: usize, grouping: &Grouping) -> Result<(), ChunkError> {
     let malformed = ChunkError::Malformed;
+    let Some(grouped) = lines.get(start..) else {
+        return Err(malformed("grouped lines start beyond the block"));
+    };
     if !grouped.is_empty() && !grouped.ends_with(b"\n") {
         return Err(malformed("grouped lines do not end with a newline"));
     }
-    let start = out.len();
-    if grouping.kinds.is_empty() {
-        out.extend_from_slice(grouped);
-    } else {
+    if !grouping.kinds.is_empty() {
+        let grouped = lines.split_off(start);
+        let out = &mut *lines;
         let mut starts = Vec::with_capacity(grouping.kinds.len() + 1);
         starts.push(0usize);
-        starts.extend(memchr::memchr_iter(b'\n', grouped).map(|i| i + 1));
+        starts.extend(memchr::memchr_iter(b'\n', &grouped).map(|i| i + 1));
         if starts.len() - 1 != grouping.kinds.len() {
             return Err(malformed("line groups do not match the lines"));
         }
@@ -142,7 +145,7 @@ pub fn ungroup(grouped: &[u8], grouping: &Grouping, out: &mut Vec<u8>) -> Result
             *slot += 1;
         }
     }
-    if grouping.unterminated && (out.len() == start || out.pop() != Some(b'\n')) {
+    if grouping.unterminated && (lines.len() == start || lines.pop() != Some(b'\n')) {
         return Err(malformed("unterminated last line without its newline"));
     }
     Ok(())
@@ -159,8 +162,8 @@ mod tests {
         regroup(lines, &mut grouping, &mut Scratch::default(), |r| {
             grouped.extend_from_slice(r)
         });
-        let mut back = Vec::new();
-        ungroup(&grouped, &grouping, &mut back).expect("ungroup what regroup made");
+        let mut back = grouped.clone();
+        ungroup(&mut back, 0, &grouping).expect("ungroup what regroup made");
         assert_eq!(back, lines, "{:?}", String::from_utf8_lossy(lines));
         (grouped, grouping)
     }
@@ -198,13 +201,13 @@ mod tests {
             kinds: vec![0, 1, 0],
             unterminated: false,
         };
-        assert!(ungroup(b"a\nb\n", &grouping, &mut Vec::new()).is_err());
-        assert!(ungroup(b"a\nb\nc", &grouping, &mut Vec::new()).is_err());
+        assert!(ungroup(&mut b"a\nb\n".to_vec(), 0, &grouping).is_err());
+        assert!(ungroup(&mut b"a\nb\nc".to_vec(), 0, &grouping).is_err());
         let unterminated = Grouping {
             kinds: Vec::new(),
             unterminated: true,
         };
-        assert!(ungroup(b"", &unterminated, &mut Vec::new()).is_err());
+        assert!(ungroup(&mut Vec::new(), 0, &unterminated).is_err());
     }
 
     proptest! {
@@ -224,7 +227,8 @@ mod tests {
             kinds in proptest::collection::vec(any::<u8>(), 0..16),
             unterminated in any::<bool>(),
         ) {
-            let _ = ungroup(&grouped, &Grouping { kinds, unterminated }, &mut Vec::new());
+            let mut grouped = grouped;
+            let _ = ungroup(&mut grouped, 0, &Grouping { kinds, unterminated });
         }
     }
 }

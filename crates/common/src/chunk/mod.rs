@@ -415,16 +415,15 @@ fn compress_columns(
     }
     let mut out = std::mem::take(&mut state.out);
     out.clear();
-    let mut parts = vec![
+    let all_parts = [
         (head, VALUES_ZSTD_LEVEL),
         (columns.text.as_slice(), zstd_level),
         (columns.numbers.as_slice(), VALUES_ZSTD_LEVEL),
         (columns.hex.as_slice(), VALUES_ZSTD_LEVEL),
+        (grouping.kinds.as_slice(), VALUES_ZSTD_LEVEL),
     ];
-    if grouped {
-        parts.push((grouping.kinds.as_slice(), VALUES_ZSTD_LEVEL));
-    }
-    for (part, _) in &parts {
+    let parts = &all_parts[..if grouped { 5 } else { 4 }];
+    for (part, _) in parts {
         encode_varint(part.len() as u64, &mut out);
     }
     if grouped {
@@ -576,18 +575,20 @@ fn decompress_columns(data: &[u8], raw_len: usize, grouped: bool) -> Result<Vec<
         numbers: part(numbers_len)?,
         hex: part(hex_len)?,
     };
+    let kinds = if grouped {
+        part(kinds_len)?
+    } else {
+        Vec::new()
+    };
+    let lines_start = out.len();
+    out.reserve(lines_len + 1);
+    columns::join(&columns, &mut out)?;
     if grouped {
         let grouping = group::Grouping {
-            kinds: part(kinds_len)?,
+            kinds,
             unterminated,
         };
-        let mut lines = Vec::with_capacity(lines_len + 1);
-        columns::join(&columns, &mut lines)?;
-        out.reserve(lines_len);
-        group::ungroup(&lines, &grouping, &mut out)?;
-    } else {
-        out.reserve(lines_len);
-        columns::join(&columns, &mut out)?;
+        group::ungroup(&mut out, lines_start, &grouping)?;
     }
     Ok(out)
 }
